@@ -1,0 +1,3 @@
+"""iwc: a reproducible submission kit for the iWildCam 2020 camera-trap competition."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,144 @@
+"""`iwc ...` command line: thin wrappers that parse arguments and call the package.
+
+Every command exits 0 on success; an `IwcError` is printed as one line (no traceback) with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from iwc.errors import IwcError
+
+
+def _demo_data(args: argparse.Namespace) -> None:
+    from iwc.data.demo import write_demo
+
+    info = write_demo(Path(args.out), seed=args.seed, scale=args.scale, progress=not args.quiet)
+    print(info.summary())
+
+
+def _validate(args: argparse.Namespace) -> None:
+    from iwc.submission import validate_file
+
+    problems = validate_file(Path(args.submission), Path(args.sample), _category_ids(args.categories))
+    if problems:
+        raise IwcError(f"{args.submission} is NOT a valid submission:\n  - " + "\n  - ".join(problems))
+    print(f"{args.submission}: valid ({_count_rows(Path(args.submission))} rows)")
+
+
+def _assemble(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from iwc.data.competition import read_sample_submission
+    from iwc.submission import assemble, check, write_submission
+
+    sample = read_sample_submission(Path(args.sample))
+    preds = pd.read_csv(args.predictions, dtype={"Id": str})
+    if list(preds.columns[:2]) != ["Id", "Category"]:
+        raise IwcError(f"{args.predictions}: expected columns Id,Category, got {list(preds.columns)}")
+    df = assemble(sample, preds.set_index("Id")["Category"])
+    check(df, sample, _category_ids(args.categories))
+    path = write_submission(df, Path(args.out), {"predictions": Path(args.predictions), "sample": Path(args.sample)})
+    print(f"wrote {path} ({len(df)} rows)")
+
+
+def _stage(args: argparse.Namespace) -> None:
+    import importlib
+    import os
+
+    from iwc.recipe import load_recipe
+
+    if args.input_root:
+        os.environ["IWC_INPUT_ROOT"] = str(Path(args.input_root).resolve())
+    if args.working_dir:
+        os.environ["IWC_WORKING_DIR"] = str(Path(args.working_dir).resolve())
+    recipe = load_recipe(args.recipe, args.set)
+    importlib.import_module(f"iwc.stages.{args.name}").main(recipe)
+
+
+def _recipe(args: argparse.Namespace) -> None:
+    from iwc.recipe import load_recipe
+
+    print(json.dumps(load_recipe(args.recipe, args.set).to_dict(), indent=2, sort_keys=True))
+
+
+def _category_ids(source: str | None) -> list[int] | None:
+    """Category ids from a competition folder, a train/test JSON, or a categories JSON; None = skip."""
+    if not source:
+        return None
+    path = Path(source)
+    if path.is_dir():
+        from iwc.data.competition import TRAIN_JSON
+
+        path = path / TRAIN_JSON
+    if not path.is_file():
+        raise IwcError(f"--categories {source}: no such file or competition folder")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if "category_ids" in data:
+        return [int(c) for c in data["category_ids"]]
+    return [int(c["id"]) for c in data["categories"]]
+
+
+def _count_rows(path: Path) -> int:
+    with open(path, encoding="utf-8") as f:
+        return sum(1 for _ in f) - 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="iwc", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func: Callable[[argparse.Namespace], None], help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("demo-data", _demo_data, "write the synthetic competition (exact real formats) to OUT")
+    p.add_argument("out")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scale", choices=["small", "medium"], default="medium")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = add("validate", _validate, "check a submission.csv against the sample submission; report every problem")
+    p.add_argument("submission")
+    p.add_argument("--sample", required=True, help="sample_submission.csv")
+    p.add_argument("--categories", help="competition folder or JSON holding the category list")
+
+    p = add("assemble", _assemble, "turn an Id,Category predictions CSV into a validated submission folder")
+    p.add_argument("predictions")
+    p.add_argument("--sample", required=True, help="sample_submission.csv")
+    p.add_argument("--categories", help="competition folder or JSON holding the category list")
+    p.add_argument("--out", required=True, help="folder for submission.csv + manifest.json")
+
+    p = add("stage", _stage, "run one stage (full | crop | aggregate) in this process, without a kernel")
+    p.add_argument("name", choices=["full", "crop", "aggregate"])
+    p.add_argument("--input-root", help="Kaggle-shaped input folder (default /kaggle/input)")
+    p.add_argument("--working-dir", help="output folder (default /kaggle/working)")
+    _add_recipe_args(p)
+
+    _add_recipe_args(add("recipe", _recipe, "print a resolved recipe as JSON"))
+    return parser
+
+
+def _add_recipe_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recipe", default="reference", help="recipe name (reference | demo) or TOML file")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe value, e.g. full.batch_size=64 (repeatable)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except IwcError as e:
+        print(f"iwc: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

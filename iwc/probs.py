@@ -1,0 +1,67 @@
+"""Probability tables: rows keyed by image id, columns keyed by ORIGINAL category id.
+
+Never by column position: two models with different class sets are aligned through `category_ids`.
+On disk a table is one `.npz` (image_ids, category_ids, probs float32) written atomically, with the
+category map as JSON beside it (`<name>.categories.json`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from iwc.errors import IwcError
+from iwc.io import atomic_write, write_json
+
+
+@dataclass(frozen=True, eq=False)
+class ProbTable:
+    image_ids: np.ndarray  # (N,) str
+    category_ids: np.ndarray  # (C,) int64, original sparse ids, strictly increasing
+    probs: np.ndarray  # (N, C) float32
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "image_ids", np.asarray(self.image_ids).astype(str))
+        object.__setattr__(self, "category_ids", np.asarray(self.category_ids, dtype=np.int64))
+        object.__setattr__(self, "probs", np.asarray(self.probs, dtype=np.float32))
+        n, c = len(self.image_ids), len(self.category_ids)
+        if self.probs.shape != (n, c):
+            raise IwcError(f"probability table: probs shape {self.probs.shape} != ({n} images, {c} classes)")
+        if c and np.any(np.diff(self.category_ids) <= 0):
+            raise IwcError("probability table: category ids must be unique and increasing")
+        if len(np.unique(self.image_ids)) != n:
+            raise IwcError("probability table: image ids must be unique")
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def argmax_category(self) -> np.ndarray:
+        """(N,) int64: the original category id of each row's most probable class."""
+        return self.category_ids[np.argmax(self.probs, axis=1)]
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write `<path>` (.npz) and `<path stem>.categories.json`, each atomically."""
+        path = Path(path)
+        with atomic_write(path, "wb") as f:
+            np.savez(f, image_ids=self.image_ids, category_ids=self.category_ids, probs=self.probs)
+        write_json(categories_path(path), {"category_ids": self.category_ids.tolist()})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ProbTable:
+        path = Path(path)
+        if not path.is_file():
+            raise IwcError(f"probability table {path} does not exist: run the stage that writes it first")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return cls(z["image_ids"], z["category_ids"], z["probs"])
+        except (OSError, KeyError, ValueError) as e:
+            raise IwcError(f"probability table {path} is unreadable ({e}); delete it and rerun its stage") from e
+
+
+def categories_path(table_path: str | os.PathLike) -> Path:
+    """Where the category map of a table is saved: `<stem>.categories.json` beside it."""
+    p = Path(table_path)
+    return p.with_name(p.stem + ".categories.json")
