@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from iwc.errors import IwcError
 from iwc.io import atomic_write, write_json
@@ -32,7 +33,7 @@ class ProbTable:
             raise IwcError(f"probability table: probs shape {self.probs.shape} != ({n} images, {c} classes)")
         if c and np.any(np.diff(self.category_ids) <= 0):
             raise IwcError("probability table: category ids must be unique and increasing")
-        if len(np.unique(self.image_ids)) != n:
+        if not pd.Index(self.image_ids).is_unique:
             raise IwcError("probability table: image ids must be unique")
 
     def __len__(self) -> int:

@@ -1,0 +1,156 @@
+"""Aggregation: blend the two models by category id, then vote within sequences.
+
+Pure, vectorized functions over `ProbTable` and numpy arrays. Columns are always matched by ORIGINAL
+category id (the crop model may know fewer classes than the full model), rows by image id.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from iwc.errors import IwcError
+from iwc.probs import ProbTable
+from iwc.recipe import Blend, Recipe
+
+
+def align(table: ProbTable, category_ids: np.ndarray) -> np.ndarray:
+    """(N, len(category_ids)) float32: `table.probs` re-indexed by category id.
+
+    Ids the table lacks become zero columns. A table column whose id is not in `category_ids` is an
+    error: dropping it would silently lose probability mass.
+    """
+    ids = np.asarray(category_ids, dtype=np.int64)
+    if len(np.unique(ids)) != len(ids):
+        raise IwcError("align: target category ids contain duplicates; pass each id once")
+    target = pd.Index(ids).get_indexer(table.category_ids)  # output column of each table column
+    if np.any(target < 0):
+        dropped = table.category_ids[target < 0]
+        raise IwcError(
+            f"align: {len(dropped)} table categories are not in the target list "
+            f"(e.g. {dropped[:5].tolist()}); align to a list that contains every model category"
+        )
+    out = np.zeros((len(table), len(ids)), dtype=np.float32)
+    # Copy runs of consecutive columns as slices: a column-wise fancy scatter is several times slower.
+    # (-2 is never a neighbour: the first column starts a run, the last one ends one.)
+    starts = np.flatnonzero(np.diff(target, prepend=-2) != 1)
+    stops = np.flatnonzero(np.diff(target, append=-2) != 1) + 1
+    for start, stop in zip(starts, stops, strict=True):
+        out[:, target[start] : target[start] + stop - start] = table.probs[:, start:stop]
+    return out
+
+
+def blend(full: ProbTable, crop: ProbTable, weights: Blend) -> ProbTable:
+    """Blend of the full-image and crop models over the union of their category ids.
+
+    Rows are `full`'s images in `full`'s order. Images with a crop row get
+    (full_weight * p_full + crop_weight * p_crop) / (full_weight + crop_weight); the division keeps
+    every row a distribution and is a no-op for the reference 0.3 / 0.7. Images without a crop row keep
+    p_full alone. A crop row for an image `full` does not have is an error.
+    """
+    total = weights.full_weight + weights.crop_weight
+    if weights.full_weight < 0 or weights.crop_weight < 0 or total <= 0:
+        raise IwcError(f"blend weights {weights} must be non-negative with a positive sum; fix recipe.blend")
+    rows = pd.Index(full.image_ids).get_indexer(crop.image_ids)
+    if np.any(rows < 0):
+        raise _missing_ids(crop.image_ids[rows < 0], "crop-model images", "the full-model table")
+    ids = np.union1d(full.category_ids, crop.category_ids)
+    probs = align(full, ids)
+    mixed = align(crop, ids)
+    mixed *= weights.crop_weight / total
+    mixed += (weights.full_weight / total) * probs[rows]
+    probs[rows] = mixed
+    return ProbTable(full.image_ids, ids, probs)
+
+
+def sequence_vote(predicted: np.ndarray, seq_keys: np.ndarray, empty_id: int = 0) -> np.ndarray:
+    """(N,) int64: every image gets its sequence's winning category (the reference rule).
+
+    `predicted` holds each image's category id, `seq_keys` its sequence key (any hashable values,
+    same order). The winner is the most frequent NON-EMPTY category when any image of the sequence
+    predicts one, else `empty_id`. Ties go to the smallest category id.
+    """
+    predicted = np.asarray(predicted, dtype=np.int64)
+    seq, n_seq = _sequence_codes(seq_keys, len(predicted))
+    if not len(predicted):
+        return predicted.copy()
+    cat_code, cats = pd.factorize(predicted, sort=True)  # codes follow category id order
+    pairs, counts = np.unique(seq * len(cats) + cat_code, return_counts=True)
+    pair_seq, pair_cat = np.divmod(pairs, len(cats))
+    # Within each sequence: non-empty first, then most frequent, then smallest id (lexsort: last key primary).
+    order = np.lexsort((pair_cat, -counts, cats[pair_cat] == empty_id, pair_seq))
+    pair_seq, pair_cat = pair_seq[order], pair_cat[order]
+    first = np.r_[True, pair_seq[1:] != pair_seq[:-1]]
+    winner = np.empty(n_seq, dtype=np.int64)
+    winner[pair_seq[first]] = cats[pair_cat[first]]
+    return winner[seq]
+
+
+def mean_prob_vote(table: ProbTable, seq_keys: np.ndarray) -> np.ndarray:
+    """(N,) int64: each image gets the argmax category of its sequence's mean probabilities.
+
+    `seq_keys` follows the table's row order. Ties go to the smallest category id.
+    """
+    seq, n_seq = _sequence_codes(seq_keys, len(table))
+    order = np.argsort(seq, kind="stable")  # rows grouped by sequence, row order kept inside each
+    grouped = seq[order]
+    rank = np.arange(len(seq)) - np.searchsorted(grouped, grouped)  # position within its sequence
+    by_rank = np.argsort(rank, kind="stable")
+    bounds = np.searchsorted(rank[by_rank], np.arange(rank.max(initial=-1) + 2))
+    # One pass per frame position: the k-th frames of all sequences hit distinct rows of `sums`, so a
+    # fancy-indexed += is exact. (np.add.reduceat / np.add.at are several times slower here.)
+    sums = np.zeros((n_seq, len(table.category_ids)), dtype=np.float32)
+    for lo, hi in itertools.pairwise(bounds):
+        rows = by_rank[lo:hi]
+        sums[grouped[rows]] += table.probs[order[rows]]
+    # The argmax of the sum is the argmax of the mean.
+    return table.category_ids[np.argmax(sums, axis=1)][seq]
+
+
+_VOTES: dict[str, Callable[[ProbTable, np.ndarray], np.ndarray]] = {
+    "majority": lambda table, keys: sequence_vote(table.argmax_category(), keys),
+    "mean_prob": mean_prob_vote,
+}
+
+
+def combine(full: ProbTable, crop: ProbTable, seq_keys: pd.Series, recipe: Recipe) -> pd.Series:
+    """Final predictions: blend (recipe.blend), then the recipe's sequence vote.
+
+    `seq_keys` maps image id (index) -> sequence key. Returns a Series image id -> category id in
+    `full`'s row order, ready for `iwc.submission.assemble`.
+    """
+    vote = recipe.sequences.vote
+    if vote != "none" and vote not in _VOTES:
+        raise IwcError(f"unknown sequence vote {vote!r}; use one of {['none', *sorted(_VOTES)]}")
+    table = blend(full, crop, recipe.blend)
+    if vote == "none":
+        categories = table.argmax_category()
+    else:
+        if not seq_keys.index.is_unique:
+            raise IwcError("sequence keys: image ids are duplicated; pass one key per image")
+        keys = seq_keys.reindex(table.image_ids)
+        if keys.isna().any():
+            raise _missing_ids(table.image_ids[keys.isna().to_numpy()], "images", "the sequence keys")
+        categories = _VOTES[vote](table, keys.to_numpy())
+    return pd.Series(categories, index=pd.Index(table.image_ids, name="image_id"), name="category_id")
+
+
+def _sequence_codes(seq_keys: np.ndarray, n: int) -> tuple[np.ndarray, int]:
+    """Sequence keys -> (codes 0..S-1 in order of first appearance, S)."""
+    keys = np.asarray(seq_keys)
+    if keys.shape != (n,):
+        raise IwcError(f"sequence keys have shape {keys.shape}, expected one key per image ({n},)")
+    codes, uniques = pd.factorize(keys)
+    if np.any(codes < 0):
+        raise IwcError(f"{int(np.sum(codes < 0))} images have a missing sequence key; assign every image one")
+    return codes.astype(np.int64), len(uniques)
+
+
+def _missing_ids(ids: np.ndarray, what: str, where: str) -> IwcError:
+    return IwcError(
+        f"{len(ids)} {what} are not in {where} (e.g. {', '.join(map(str, ids[:5]))}); "
+        "both must come from the same test set"
+    )
