@@ -1,0 +1,203 @@
+"""MegaDetector boxes -> square crops of the original images.
+
+`select_boxes` picks which animal boxes become crops; `box_to_pixels` maps a normalized box onto an
+image; `extract_crops` cuts, resizes and writes the crops, decoding each original once and, when the
+boxes allow, at a reduced JPEG scale (PIL draft mode: the decoder skips most of the work).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image, ImageOps
+from tqdm import tqdm
+
+from iwc.errors import IwcError
+from iwc.io import atomic_write, write_json
+
+ANIMAL = 1  # MegaDetector category id (2 = person, 3 = vehicle)
+RULES = ("best", "all")
+SELECTION_COLUMNS = ["crop_id", "image_id", "conf", "x", "y", "w", "h"]
+DRAFT_SCALES = (8, 4, 2)  # the reductions libjpeg can decode directly, largest first
+JPEG_QUALITY = 95
+SETTINGS_FILE = "crops.json"  # in out_dir: the settings its crops were made with (for resuming)
+_ORIENTATION = 0x0112  # EXIF tag
+_SWAPS_AXES = {5, 6, 7, 8}  # EXIF orientations that turn the image by 90 degrees
+
+Box = Sequence[float]  # normalized [x, y, w, h], top-left origin
+
+
+def box_to_pixels(bbox: Box, width: int, height: int, margin: float = 0.0) -> tuple[int, int, int, int]:
+    """Normalized [x, y, w, h] -> pixel (left, top, right, bottom) of a `width` x `height` image.
+
+    The box grows by `margin` times its own size on every side, is clipped to the image, and keeps at
+    least 1 px in each dimension (a degenerate or outside box becomes the nearest edge pixel).
+    """
+    x, y, w, h = bbox
+    left, right = _span(x, w, margin, width)
+    top, bottom = _span(y, h, margin, height)
+    return left, top, right, bottom
+
+
+def _span(start: float, length: float, margin: float, extent: int) -> tuple[int, int]:
+    """One axis of `box_to_pixels`: rounded, clipped to [0, extent], at least 1 px long."""
+    lo = math.floor((start - margin * length) * extent + 0.5)
+    hi = math.floor((start + length + margin * length) * extent + 0.5)
+    lo = min(max(lo, 0), extent - 1)
+    return lo, min(max(hi, lo + 1), extent)
+
+
+def select_boxes(detections: pd.DataFrame, rule: str = "best", threshold: float = 0.3) -> pd.DataFrame:
+    """Detections (image_id, category, conf, x, y, w, h) -> crops to cut, DataFrame(SELECTION_COLUMNS).
+
+    "best": the most confident animal box per image with conf > threshold; crop_id = image_id.
+    "all": every animal box with conf >= threshold; crop_id = f"{image_id}_{k}", k = 0, 1, ... by
+    descending conf. Person and vehicle boxes are never selected. Rows are sorted by image_id, then k.
+    """
+    missing = [c for c in ("image_id", "category", *SELECTION_COLUMNS[2:]) if c not in detections]
+    if missing:
+        raise IwcError(f"detections lack columns {missing}; read them with competition.read_megadetector")
+    if rule not in RULES:
+        raise IwcError(f"unknown crop rule {rule!r}; use one of {', '.join(RULES)}")
+    animals = detections[detections["category"] == ANIMAL]
+    conf = animals["conf"]
+    boxes = animals[conf > threshold if rule == "best" else conf >= threshold]
+    # Ties in conf are broken by the box itself, so the order never depends on the input order.
+    boxes = boxes.assign(image_id=boxes["image_id"].astype(str)).sort_values(
+        ["image_id", "conf", "x", "y", "w", "h"],
+        ascending=[True, False, True, True, True, True],
+        kind="mergesort",
+    )
+    rank = boxes.groupby("image_id", sort=False).cumcount()
+    if rule == "best":
+        boxes = boxes[rank == 0].assign(crop_id=lambda b: b["image_id"])
+    else:
+        boxes = boxes.assign(crop_id=boxes["image_id"] + "_" + rank.astype(str))
+    return boxes[SELECTION_COLUMNS].reset_index(drop=True)
+
+
+def draft_scale(image_size: tuple[int, int], bboxes: Iterable[Box], size: int, margin: float = 0.0) -> int:
+    """Largest JPEG reduction (8, 4, 2, else 1) of an image at which every box still spans >= `size` px.
+
+    `image_size` is the full (width, height) as the boxes see it, i.e. after EXIF orientation.
+    """
+    bboxes = list(bboxes)
+    width, height = image_size
+    for scale in DRAFT_SCALES:
+        reduced = (-(-width // scale), -(-height // scale))  # libjpeg rounds the reduced size up
+        spans = [box_to_pixels(b, *reduced, margin) for b in bboxes]
+        if all(r - le >= size and b - t >= size for le, t, r, b in spans):
+            return scale
+    return 1
+
+
+@dataclass(frozen=True)
+class CropResult:
+    """What `extract_crops` produced: one index row per crop on disk, and the images it could not read."""
+
+    index: pd.DataFrame  # crop_id, image_id, conf, path
+    failed: list[str]  # image ids whose original is missing or undecodable
+    reused: int = 0  # crops already in out_dir from an earlier run with the same settings
+
+    def summary(self) -> str:
+        """One line of counts, for logs."""
+        return (
+            f"{len(self.index)} crops ({self.reused} reused from an earlier run), "
+            f"{len(self.failed)} images missing or undecodable"
+        )
+
+
+def extract_crops(
+    selection: pd.DataFrame,
+    image_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    size: int = 128,
+    margin: float = 0.0,
+    draft: bool = True,
+    progress: bool = True,
+) -> CropResult:
+    """Cut each selected box from `image_dir/<image_id>.jpg`, squash it to size x size, and write it to
+    `out_dir/<crop_id>.jpg` (fixed JPEG quality, atomically).
+
+    Boxes are mapped onto the image as decoded (EXIF orientation applied), never onto JSON metadata.
+    `draft=True` decodes at the largest JPEG reduction that keeps every box of the image >= `size` px.
+    A rerun into the same `out_dir` with the same settings reuses the crops already there.
+    Missing or undecodable originals are listed in `CropResult.failed`; their crops are skipped.
+    """
+    image_dir, out_dir = Path(image_dir), Path(out_dir)
+    settings = {"size": size, "margin": margin, "draft": draft, "quality": JPEG_QUALITY}
+    _claim_out_dir(out_dir, settings, selection["crop_id"])
+    rows: list[tuple[str, str, float, str]] = []
+    failed: list[str] = []
+    reused = 0
+    groups = selection.groupby("image_id", sort=True)
+    for image_id, boxes in tqdm(groups, total=groups.ngroups, desc="crops", unit="img", disable=not progress):
+        paths = [out_dir / f"{crop_id}.jpg" for crop_id in boxes["crop_id"]]
+        todo = [i for i, path in enumerate(paths) if not _is_crop(path, size)]
+        if todo:
+            bboxes = boxes[["x", "y", "w", "h"]].to_numpy()[todo]
+            try:
+                img = _decode(image_dir / f"{image_id}.jpg", bboxes, size, margin, draft)
+            except (OSError, ValueError):
+                failed.append(str(image_id))
+                continue
+            for i, bbox in zip(todo, bboxes, strict=True):
+                _write_crop(img, bbox, paths[i], size, margin)
+        reused += len(paths) - len(todo)
+        rows += [
+            (c, str(image_id), float(p), str(path))
+            for c, p, path in zip(boxes["crop_id"], boxes["conf"], paths, strict=True)
+        ]
+    index = pd.DataFrame(rows, columns=["crop_id", "image_id", "conf", "path"])
+    return CropResult(index=index, failed=failed, reused=reused)
+
+
+def _decode(path: Path, bboxes: Iterable[Box], size: int, margin: float, draft: bool) -> Image.Image:
+    """Decode an original as RGB, upright (EXIF orientation applied), reduced when `draft` allows."""
+    with Image.open(path) as img:
+        if draft:
+            width, height = img.size
+            upright = (height, width) if img.getexif().get(_ORIENTATION) in _SWAPS_AXES else (width, height)
+            scale = draft_scale(upright, bboxes, size, margin)
+            if scale > 1:
+                # PIL picks the reduction from size // request, so ask for exactly the floor.
+                img.draft("RGB", (width // scale, height // scale))
+        ImageOps.exif_transpose(img, in_place=True)
+        img.load()
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def _write_crop(img: Image.Image, bbox: Box, path: Path, size: int, margin: float) -> None:
+    """Squash the box's region of `img` to size x size (bilinear, antialiased) and write it as JPEG."""
+    crop = img.resize((size, size), Image.Resampling.BILINEAR, box=box_to_pixels(bbox, *img.size, margin))
+    with atomic_write(path, "wb") as f:
+        crop.save(f, format="JPEG", quality=JPEG_QUALITY)
+
+
+def _is_crop(path: Path, size: int) -> bool:
+    """True when `path` holds a complete size x size crop (writes are atomic, so a header is enough)."""
+    try:
+        with Image.open(path) as img:
+            return img.size == (size, size)
+    except (OSError, ValueError):
+        return False
+
+
+def _claim_out_dir(out_dir: Path, settings: dict, crop_ids: Iterable[str]) -> None:
+    """Record the crop settings in `out_dir`, refusing to mix crops made with other settings."""
+    stamp = out_dir / SETTINGS_FILE
+    if stamp.is_file() and json.loads(stamp.read_text(encoding="utf-8")) == settings:
+        return
+    clash = next((c for c in crop_ids if (out_dir / f"{c}.jpg").exists()), None)
+    if clash is not None:
+        raise IwcError(
+            f"{out_dir} already holds crops (e.g. {clash}.jpg) not made with {settings}; "
+            "delete them or choose another output folder"
+        )
+    write_json(stamp, settings)
