@@ -1,0 +1,265 @@
+"""Generate the Kaggle kernels: one self-contained script per stage, beside its `kernel-metadata.json`.
+
+Output, per stage: `<out>/<stage>/iwc_<stage>.py` and `<out>/<stage>/kernel-metadata.json`.
+
+The script embeds every source file of the `iwc` package, each as a headed raw string, and the resolved
+recipe as indented JSON: what runs on Kaggle is readable there and needs no `pip install`. Run, it writes
+the sources to a temp folder, puts that folder first on `sys.path` (the embedded copy wins over any
+installed `iwc`, and tracebacks show real file names and lines), and calls the stage's `main(recipe)`.
+The same sources, recipe and owner always give the same bytes; `check_fresh` lists files that differ.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from iwc.errors import IwcError
+from iwc.io import write_text
+from iwc.layout import COMPETITION_SLUG, RESIZED_DATASET
+from iwc.provenance import PACKAGE_DIR, source_files
+from iwc.recipe import Recipe
+
+DEFAULT_OWNER = "your-kaggle-username"  # placeholder for the committed kernels; pushes pass the real one
+MACHINE_SHAPE = "NvidiaTeslaT4"  # explicit: `enable_gpu` alone may land on a retired GPU
+METADATA_FILE = "kernel-metadata.json"
+_DELIM = "'" * 3  # written this way so that this file itself can be embedded
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """What one stage's kernel is called, what it runs and what is attached to it."""
+
+    stage: str
+    title: str  # Kaggle derives the kernel slug from the title; keep them in step
+    datasets: tuple[str, ...] = ()  # dataset_sources, `owner/slug`
+    upstream: tuple[str, ...] = ()  # stages whose kernel outputs this one reads
+
+    @property
+    def slug(self) -> str:
+        return slugify(self.title)
+
+    @property
+    def code_file(self) -> str:
+        return f"iwc_{self.stage}.py"
+
+    @property
+    def entry(self) -> str:
+        return f"iwc.stages.{self.stage}:main"
+
+
+SPECS = {
+    "full": KernelSpec("full", "iwc full image model", datasets=(RESIZED_DATASET,)),
+    "crop": KernelSpec("crop", "iwc crop model"),
+    "aggregate": KernelSpec("aggregate", "iwc aggregate", upstream=("full", "crop")),
+}
+STAGES = tuple(SPECS)
+
+
+def slugify(title: str) -> str:
+    """Kaggle's slug for an ASCII title: lower case, each run of other characters becomes one `-`."""
+    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+
+
+def package_sources() -> dict[str, str]:
+    """`{path relative to the package: text}` for every `.py` file of `iwc`, sorted by path."""
+    sources = {}
+    for path in source_files():
+        rel = path.relative_to(PACKAGE_DIR).as_posix()
+        try:
+            sources[rel] = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise IwcError(f"{path} is not UTF-8 ({e}): save it as UTF-8 so it can be embedded") from e
+    return sources
+
+
+def sources_hash(sources: Mapping[str, str]) -> str:
+    """sha256 over (relative path, bytes) in path order: equals `provenance.code_hash()` for the package."""
+    h = hashlib.sha256()
+    for rel in sorted(sources):
+        h.update(rel.encode() + b"\0" + sources[rel].encode("utf-8") + b"\0")
+    return h.hexdigest()
+
+
+def render_script(stage: str, entry: str, recipe: Recipe, sources: Mapping[str, str]) -> str:
+    """The kernel script that installs `sources` as package `iwc` and calls `entry` (`module:function`)."""
+    module, _, func = entry.partition(":")
+    if not (module.startswith("iwc.") and func.isidentifier()):
+        raise IwcError(f"kernel entry {entry!r} must look like 'iwc.<module>:<function>'")
+    module_file = module.removeprefix("iwc.").replace(".", "/")
+    if not {f"{module_file}.py", f"{module_file}/__init__.py"} & set(sources):
+        raise IwcError(f"kernel entry {entry!r}: iwc/{module_file}.py is not among the embedded sources; "
+                       "write the stage module first")
+    code_sha = sources_hash(sources)
+    recipe_json = _raw_literal(f"\n{json.dumps(recipe.to_dict(), indent=2)}\n", "the recipe JSON")
+    parts = [
+        _HEADER.format(stage=stage, recipe=recipe.name, code_sha=code_sha, entry=entry),
+        f"ENTRY = {entry!r}\nCODE_SHA256 = {code_sha!r}\n\n",
+        f"RECIPE_JSON = {recipe_json}\n",
+        _BOOTSTRAP,
+        "SOURCES = {}\n",
+    ]
+    for rel in sorted(sources):
+        rule = "#" * 100
+        parts.append(f"\n{rule}\n# iwc/{rel}\n{rule}\n"
+                     f"SOURCES[{rel!r}] = {_raw_literal(sources[rel], f'iwc/{rel}')}\n")
+    parts.append('\n\nif __name__ == "__main__":\n    main()\n')
+    return "".join(parts)
+
+
+def kernel_metadata(spec: KernelSpec, owner: str, extra_datasets: Iterable[str] = ()) -> dict:
+    """The `kernel-metadata.json` content for one stage (every field Kaggle would otherwise default)."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", owner):
+        raise IwcError(f"Kaggle owner {owner!r} is not a user name: pass your Kaggle user name")
+    return {
+        "id": f"{owner}/{spec.slug}",
+        "title": spec.title,
+        "code_file": spec.code_file,
+        "language": "python",
+        "kernel_type": "script",
+        "is_private": True,
+        "enable_gpu": True,
+        "enable_internet": False,  # the client defaults it to true
+        "machine_shape": MACHINE_SHAPE,
+        "competition_sources": [COMPETITION_SLUG],
+        "dataset_sources": sorted({*spec.datasets, *extra_datasets}),
+        "kernel_sources": [f"{owner}/{SPECS[s].slug}" for s in spec.upstream],
+        "docker_image_pinning_type": "original",
+    }
+
+
+def render_kernels(
+    recipe: Recipe,
+    owner: str = DEFAULT_OWNER,
+    stages: Iterable[str] = STAGES,
+    sources: Mapping[str, str] | None = None,
+    extra_datasets: Mapping[str, Iterable[str]] | None = None,
+) -> dict[str, str]:
+    """`{"<stage>/<file>": text}` for each stage's script and metadata.
+
+    `sources` defaults to the installed package's; `extra_datasets` maps a stage to more
+    `dataset_sources` (e.g. `{"full": ["me/resnet50-weights"]}`).
+    """
+    sources = package_sources() if sources is None else sources
+    stages, extra_datasets = tuple(stages), extra_datasets or {}
+    unknown = (set(stages) | set(extra_datasets)) - set(SPECS)
+    if unknown:
+        raise IwcError(f"unknown kernel stage(s) {sorted(unknown)}: choose from {list(SPECS)}")
+    files = {}
+    for stage in stages:
+        spec = SPECS[stage]
+        files[f"{stage}/{spec.code_file}"] = render_script(stage, spec.entry, recipe, sources)
+        meta = kernel_metadata(spec, owner, extra_datasets.get(stage, ()))
+        files[f"{stage}/{METADATA_FILE}"] = json.dumps(meta, indent=2, sort_keys=True) + "\n"
+    return files
+
+
+def build_kernels(
+    out_dir: Path,
+    recipe: Recipe,
+    owner: str = DEFAULT_OWNER,
+    stages: Iterable[str] = STAGES,
+    *,
+    sources: Mapping[str, str] | None = None,
+    extra_datasets: Mapping[str, Iterable[str]] | None = None,
+) -> list[Path]:
+    """Write `render_kernels(...)` under `out_dir`; returns the kernel folders (what `kernels push` takes)."""
+    files = render_kernels(recipe, owner, stages, sources, extra_datasets)
+    for rel, text in files.items():
+        write_text(Path(out_dir) / rel, text)
+    return sorted({Path(out_dir) / rel.split("/")[0] for rel in files})
+
+
+def check_fresh(
+    kernels_dir: Path,
+    recipe: Recipe,
+    owner: str = DEFAULT_OWNER,
+    stages: Iterable[str] = STAGES,
+    *,
+    sources: Mapping[str, str] | None = None,
+    extra_datasets: Mapping[str, Iterable[str]] | None = None,
+) -> list[str]:
+    """Files under `kernels_dir` (as `<stage>/<file>`) that are missing or differ from a fresh build."""
+    files = render_kernels(recipe, owner, stages, sources, extra_datasets)
+    stale = []
+    for rel, text in files.items():
+        path = Path(kernels_dir) / rel
+        if not path.is_file() or path.read_bytes() != text.encode("utf-8"):
+            stale.append(rel)
+    return stale
+
+
+def _raw_literal(text: str, what: str) -> str:
+    """`text` as a raw triple-quoted literal; `IwcError` unless it reads back byte-exact."""
+    literal = f"r{_DELIM}{text}{_DELIM}"
+    if _DELIM in text:
+        raise IwcError(f"{what} contains {_DELIM}, which ends the raw string it is embedded in: "
+                       f'use """ (or split the quotes) there, then rebuild the kernels')
+    try:
+        exact = ast.literal_eval(literal) == text
+    except (SyntaxError, ValueError):
+        exact = False
+    if not exact:
+        raise IwcError(f"{what} cannot be embedded byte-exact as a raw string (it ends in a quote or "
+                       "backslash, or holds CR line endings or NUL bytes): fix the file, then rebuild")
+    return literal
+
+
+_HEADER = """\
+# iwc kernel {stage!r}: generated by `invoke kernels.build` (iwc.kaggle.bundle). Do not edit: regenerate.
+# recipe: {recipe}
+# code sha256: {code_sha}
+# runs: {entry}(recipe)
+#
+# Below: the recipe as JSON, a small bootstrap, then every source file of the `iwc` package, one raw
+# string each. Running this file writes those files to a temp folder, puts it first on sys.path and
+# calls the entry point with the recipe.
+
+import atexit
+import importlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+"""
+
+_BOOTSTRAP = """
+
+def install_sources(sources):
+    # Real files rather than an in-memory importer: tracebacks show the source lines, and worker
+    # processes (DataLoader, torchrun) import the same code through sys.path / PYTHONPATH.
+    root = tempfile.mkdtemp(prefix="iwc-src-")
+    atexit.register(shutil.rmtree, root, True)
+    for rel, text in sources.items():
+        path = os.path.join(root, "iwc", *rel.split("/"))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+    return root
+
+
+def main():
+    root = install_sources(SOURCES)
+    sys.path.insert(0, root)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+    from iwc.errors import IwcError
+    from iwc.recipe import Recipe
+
+    recipe = Recipe.from_dict(json.loads(RECIPE_JSON))
+    print(f"iwc kernel: {ENTRY} with recipe {recipe.name!r}, code {CODE_SHA256[:12]}", flush=True)
+    module, func = ENTRY.split(":")
+    try:
+        getattr(importlib.import_module(module), func)(recipe)
+    except IwcError as e:  # an expected failure: its message says what to do, like the `iwc` CLI
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+"""
