@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 
 import iwc
@@ -16,14 +17,18 @@ def source_files() -> list[Path]:
     return sorted(PACKAGE_DIR.rglob("*.py"), key=lambda p: p.relative_to(PACKAGE_DIR).as_posix())
 
 
+def hash_sources(sources: Mapping[str, str]) -> str:
+    """sha256 over `{relative path: text}` in path order (path and UTF-8 bytes, NUL-separated)."""
+    h = hashlib.sha256()
+    for rel in sorted(sources):
+        h.update(rel.encode() + b"\0" + sources[rel].encode("utf-8") + b"\0")
+    return h.hexdigest()
+
+
 @functools.cache
 def code_hash() -> str:
-    """sha256 over the package's source files (relative path + bytes): changes when any code changes."""
-    h = hashlib.sha256()
-    for path in source_files():
-        h.update(path.relative_to(PACKAGE_DIR).as_posix().encode() + b"\0")
-        h.update(path.read_bytes() + b"\0")
-    return h.hexdigest()
+    """sha256 over the package's source files: changes when any code changes."""
+    return hash_sources({p.relative_to(PACKAGE_DIR).as_posix(): p.read_text(encoding="utf-8") for p in source_files()})
 
 
 def code_version() -> dict[str, str]:

@@ -10,9 +10,8 @@ import pytest
 from slugify import slugify as kaggle_slugify  # what the kaggle client checks titles against
 
 from iwc.errors import IwcError
-from iwc.kaggle import bundle
 from iwc.kaggle.bundle import SPECS, build_kernels, check_fresh, package_sources, render_script
-from iwc.provenance import PACKAGE_DIR, code_hash
+from iwc.provenance import PACKAGE_DIR, code_hash, hash_sources
 from iwc.recipe import DEMO, REFERENCE
 
 CORE = ("__init__.py", "errors.py", "io.py", "layout.py", "recipe.py", "stages/__init__.py")
@@ -52,7 +51,7 @@ def run_script(script: Path, env: dict[str, str]) -> subprocess.CompletedProcess
 
 
 def test_sources_hash_is_the_code_hash():
-    assert bundle.sources_hash(package_sources()) == code_hash()
+    assert hash_sources(package_sources()) == code_hash()
 
 
 def test_the_whole_package_embeds():
@@ -112,7 +111,7 @@ def test_script_is_readable_text():
     script = render_script("full", "iwc.stages.full:main", REFERENCE, sources)
     assert script.startswith("# iwc kernel 'full'")
     assert "# recipe: reference\n" in script
-    assert f"# code sha256: {bundle.sources_hash(sources)}\n" in script
+    assert f"# code sha256: {hash_sources(sources)}\n" in script
     for rel, text in sources.items():
         assert f"# iwc/{rel}\n" in script and text in script
     assert json.dumps(REFERENCE.to_dict(), indent=2) in script

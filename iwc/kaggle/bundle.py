@@ -12,7 +12,6 @@ The same sources, recipe and owner always give the same bytes; `check_fresh` lis
 from __future__ import annotations
 
 import ast
-import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -22,7 +21,7 @@ from pathlib import Path
 from iwc.errors import IwcError
 from iwc.io import write_text
 from iwc.layout import COMPETITION_SLUG, RESIZED_DATASET
-from iwc.provenance import PACKAGE_DIR, source_files
+from iwc.provenance import PACKAGE_DIR, hash_sources, source_files
 from iwc.recipe import Recipe
 
 DEFAULT_OWNER = "your-kaggle-username"  # placeholder for the committed kernels; pushes pass the real one
@@ -78,14 +77,6 @@ def package_sources() -> dict[str, str]:
     return sources
 
 
-def sources_hash(sources: Mapping[str, str]) -> str:
-    """sha256 over (relative path, bytes) in path order: equals `provenance.code_hash()` for the package."""
-    h = hashlib.sha256()
-    for rel in sorted(sources):
-        h.update(rel.encode() + b"\0" + sources[rel].encode("utf-8") + b"\0")
-    return h.hexdigest()
-
-
 def render_script(stage: str, entry: str, recipe: Recipe, sources: Mapping[str, str]) -> str:
     """The kernel script that installs `sources` as package `iwc` and calls `entry` (`module:function`)."""
     module, _, func = entry.partition(":")
@@ -95,7 +86,7 @@ def render_script(stage: str, entry: str, recipe: Recipe, sources: Mapping[str, 
     if not {f"{module_file}.py", f"{module_file}/__init__.py"} & set(sources):
         raise IwcError(f"kernel entry {entry!r}: iwc/{module_file}.py is not among the embedded sources; "
                        "write the stage module first")
-    code_sha = sources_hash(sources)
+    code_sha = hash_sources(sources)
     recipe_json = _raw_literal(f"\n{json.dumps(recipe.to_dict(), indent=2)}\n", "the recipe JSON")
     parts = [
         _HEADER.format(stage=stage, recipe=recipe.name, code_sha=code_sha, entry=entry),
