@@ -1,0 +1,465 @@
+"""Competition files -> typed pandas frames, checked field by field.
+
+In: the competition folder (train annotations JSON, test information JSON, MegaDetector results JSON,
+sample_submission.csv). Out: one row per image (or per detection, or per submission row) with fixed
+columns and dtypes; category ids stay the ORIGINAL sparse ints. A file that breaks the schema raises one
+`IwcError` naming the file, the record and the field of the first few problems.
+`check_images` finds listed images that are missing on disk or fail to decode.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm import tqdm
+
+from iwc.errors import IwcError
+
+TRAIN_JSON = "iwildcam2020_train_annotations.json"
+TEST_JSON = "iwildcam2020_test_information.json"
+MD_JSON = "iwildcam2020_megadetector_results.json"
+SAMPLE_CSV = "sample_submission.csv"
+
+DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+MAX_SHOWN = 5  # schema problems spelled out in one error; the rest are counted
+
+GET_DATA = (
+    "download the competition data (kaggle competitions download -c iwildcam-2020-fgvc7) "
+    "or make a synthetic competition with `iwc demo-data`"
+)
+
+log = logging.getLogger(__name__)
+
+
+# --- schema checking -------------------------------------------------------------------------------
+
+
+class _Report:
+    """Schema problems found in one file; `raise_if_any` raises them as one IwcError."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.shown: list[str] = []
+        self.total = 0
+
+    def add(self, where: str, text: str) -> None:
+        self.total += 1
+        if len(self.shown) < MAX_SHOWN:
+            self.shown.append(f"{self.path}: {where}: {text}")
+
+    def count(self, n: int) -> None:
+        """Count `n` more problems without spelling them out."""
+        self.total += n
+
+    def raise_if_any(self) -> None:
+        if not self.total:
+            return
+        lines = list(self.shown)
+        if self.total > len(lines):
+            lines.append(f"... and {self.total - len(lines):,} more problem(s)")
+        lines.append(f"Fix or replace {self.path.name}: {GET_DATA}.")
+        raise IwcError("\n".join(lines))
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """What a field must hold: its description, a vectorized validity test, and the conversion."""
+
+    text: str
+    valid: Callable[[pd.Series], np.ndarray]  # called on present (non-null) values only
+    convert: Callable[[pd.Series], pd.Series]
+
+
+def _per_value(test: Callable[[Any], bool], fast: Sequence[str] = ()) -> Callable[[pd.Series], np.ndarray]:
+    """A validity test that first asks pandas for the whole column's type (C speed), then each value."""
+
+    def valid(values: pd.Series) -> np.ndarray:
+        if pd.api.types.infer_dtype(values, skipna=False) in fast:
+            return np.ones(len(values), dtype=bool)
+        return np.fromiter((test(v) for v in values), dtype=bool, count=len(values))
+
+    return valid
+
+
+def _int_value(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+_is_str = _per_value(lambda v: isinstance(v, str), fast=("string",))
+_is_int = _per_value(_int_value, fast=("integer",))
+_is_number = _per_value(lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+                        fast=("integer", "floating", "mixed-integer-float"))
+
+
+def _is_unit(values: pd.Series) -> np.ndarray:
+    number = _is_number(values)
+    return number & pd.to_numeric(values.where(number), errors="coerce").between(0.0, 1.0).to_numpy()
+
+
+def _is_box(values: pd.Series) -> np.ndarray:
+    four = np.fromiter((isinstance(b, list) and len(b) == 4 for b in values), dtype=bool, count=len(values))
+    coords = pd.Series(list(itertools.chain.from_iterable(values[four])), dtype=object)
+    four[four] = _is_unit(coords).reshape(-1, 4).all(axis=1)
+    return four
+
+
+def _is_category_number(values: pd.Series) -> np.ndarray:
+    """1 or '1' (the competition file writes detection categories as strings)."""
+    if pd.api.types.infer_dtype(values, skipna=False) == "string":
+        return values.str.fullmatch("[0-9]+").to_numpy(dtype=bool)
+    return _per_value(lambda v: _int_value(v) or (isinstance(v, str) and v.isascii() and v.isdigit()),
+                      fast=("integer",))(values)
+
+
+def _parse_datetime(values: pd.Series) -> pd.Series:
+    return pd.to_datetime(values, format=DATETIME_FORMAT, errors="coerce")
+
+
+def _is_datetime(values: pd.Series) -> np.ndarray:
+    """Strings in DATETIME_FORMAT within the datetime64[ns] range."""
+    text = _is_str(values)
+    parsed = _parse_datetime(values.where(text))
+    return text & parsed.between(pd.Timestamp.min, pd.Timestamp.max).to_numpy()
+
+
+STR = _Kind("a string", _is_str, lambda s: s.astype(str))
+ID = _Kind("a non-empty string", lambda s: _is_str(s) & (s != "").to_numpy(), lambda s: s.astype(str))
+INT = _Kind("an integer", _is_int, lambda s: s.astype(np.int64))
+UNIT = _Kind("a number in [0, 1]", _is_unit, lambda s: s.astype(np.float64))
+LIST = _Kind("a list", _per_value(lambda v: isinstance(v, list)), lambda s: s)
+BOX = _Kind("[x, y, w, h] normalized to [0, 1]", _is_box, lambda s: s)
+CATEGORY_NUMBER = _Kind("an integer like 1 or '1'", _is_category_number,
+                        lambda s: pd.to_numeric(s.astype(str)).astype(np.int64))
+DATETIME = _Kind(repr(DATETIME_FORMAT), _is_datetime, lambda s: _parse_datetime(s).astype("datetime64[ns]"))
+
+_REQUIRED = object()
+
+
+class _Records:
+    """Rows of one JSON list (or CSV) as an all-object frame; reports bad fields against their record.
+
+    The frame's index labels are the rows' positions in the file; `where(label)` names a record in
+    messages, e.g. "images[17] (id '8a3c')".
+    """
+
+    def __init__(self, report: _Report, frame: pd.DataFrame, where: Callable[[Hashable], str]) -> None:
+        self.report, self.frame, self.where = report, frame, where
+
+    def subset(self, mask: np.ndarray) -> _Records:
+        return _Records(self.report, self.frame[mask], self.where)
+
+    def flag(self, mask: pd.Series | np.ndarray, text: Callable[[Hashable], str]) -> None:
+        """Report every row where `mask` holds (the first few spelled out) with `text(label)`."""
+        labels = self.frame.index[np.asarray(mask, dtype=bool)]
+        for label in labels[:MAX_SHOWN]:
+            self.report.add(self.where(label), text(label))
+        self.report.count(max(0, len(labels) - MAX_SHOWN))
+
+    def field(self, name: str, kind: _Kind, default: Any = _REQUIRED) -> pd.Series:
+        """Column `name` converted to `kind`; missing or wrong values are reported instead.
+
+        After a reported problem the column comes back unconverted: raise before using it.
+        """
+        if name in self.frame.columns:
+            values = self.frame[name]
+        else:
+            values = pd.Series(None, index=self.frame.index, dtype=object)
+        missing = values.isna()
+        if default is not _REQUIRED:
+            values = values.where(~missing, default)
+            missing = pd.Series(False, index=values.index)
+        self.flag(missing, lambda r: f"field {name!r} is missing")
+        bad = np.zeros(len(values), dtype=bool)
+        bad[~missing.to_numpy()] = ~kind.valid(values[~missing])
+        self.flag(bad, lambda r: f"field {name!r} = {_show(values.at[r])} is not {kind.text}")
+        return values if missing.any() or bad.any() else kind.convert(values)
+
+    def typed(self, kinds: dict[str, _Kind]) -> pd.DataFrame:
+        return pd.DataFrame({name: self.field(name, kind) for name, kind in kinds.items()})
+
+    def unique(self, values: pd.Series, name: str) -> None:
+        """Report rows whose value of field `name` repeats an earlier row's."""
+        dup = values.duplicated().to_numpy()
+        if dup.any():
+            first = pd.Series(values.index[~dup], index=values.to_numpy()[~dup])
+            self.flag(dup, lambda r: f"field {name!r} repeats {self.where(first[values.at[r]])}")
+
+
+def _show(value: Any) -> str:
+    text = repr(value.item() if isinstance(value, np.generic) else value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _load_json(path: Path) -> Any:
+    _require_file(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise IwcError(f"{path}: not valid JSON ({e}). Replace the file: {GET_DATA}.") from e
+
+
+def _require_file(path: Path) -> None:
+    if not path.is_file():
+        raise IwcError(f"{path} does not exist: {GET_DATA}, and point iwc at that folder.")
+
+
+def _json_records(report: _Report, data: Any, key: str, idents: Sequence[str] = ("id",)) -> _Records:
+    """Top-level list `key` of a JSON file as `_Records`; a record is named by its first `idents` field."""
+    items = data.get(key) if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        report.add("top level", f"field {key!r} {'is not a list' if items is not None else 'is missing'}")
+        items = []
+
+    def where(label: Hashable) -> str:
+        item = items[label]
+        for ident in idents:
+            name = item.get(ident) if isinstance(item, dict) else None
+            if isinstance(name, str | int):
+                return f"{key}[{label}] ({ident} {name!r})"
+        return f"{key}[{label}]"
+
+    return _object_records(report, items, where)
+
+
+def _object_records(report: _Report, items: list, where: Callable[[Hashable], str]) -> _Records:
+    """`items` (JSON objects) as `_Records`; raises at once if any item is not an object."""
+    objects = np.fromiter((isinstance(d, dict) for d in items), dtype=bool, count=len(items))
+    rows = [d if ok else {} for d, ok in zip(items, objects, strict=True)]
+    records = _Records(report, pd.DataFrame(rows, index=pd.RangeIndex(len(rows)), dtype=object), where)
+    records.flag(~objects, lambda r: f"is {_show(items[r])}, not an object")
+    report.raise_if_any()
+    return records
+
+
+# --- the four files --------------------------------------------------------------------------------
+
+IMAGE_FIELDS = {"id": ID, "file_name": STR, "location": INT, "seq_id": STR, "seq_num_frames": INT,
+                "frame_num": INT, "datetime": DATETIME, "width": INT, "height": INT}
+ANNOTATION_FIELDS = {"image_id": ID, "category_id": INT}  # annotation `count` is unreliable: ignored
+DETECTION_FIELDS = {"category": CATEGORY_NUMBER, "conf": UNIT, "bbox": BOX}
+
+
+def read_train(path: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train annotations JSON -> (images + `category_id`, categories), one row per image, file order.
+
+    Each image needs exactly one category: annotations repeating the same category are merged, an image
+    with none or with conflicting ones is a schema error.
+    """
+    path = Path(path)
+    report = _Report(path)
+    data = _load_json(path)
+    image_records = _json_records(report, data, "images")
+    ann_records = _json_records(report, data, "annotations")
+    category_records = _json_records(report, data, "categories")
+    annotations = ann_records.typed(ANNOTATION_FIELDS)
+    images, categories = _images_and_categories(report, image_records, category_records)
+
+    ann_records.flag(~annotations["image_id"].isin(images["id"]),
+                     lambda r: f"field 'image_id' = {annotations.at[r, 'image_id']!r} names no image")
+    ann_records.flag(~annotations["category_id"].isin(categories["id"]),
+                     lambda r: f"field 'category_id' = {annotations.at[r, 'category_id']} is not a category id")
+    labels = annotations.drop_duplicates(["image_id", "category_id"])
+    conflicting = labels.loc[labels["image_id"].duplicated(), "image_id"]
+
+    def conflict(r: Hashable) -> str:
+        rows = annotations[annotations["image_id"] == images.at[r, "id"]]
+        named = ", ".join(f"annotations[{a}]" for a in rows.index[:4])
+        return f"{named} give conflicting 'category_id' values {sorted(set(rows['category_id'].tolist()))}"
+
+    image_records.flag(images["id"].isin(conflicting), conflict)
+    image_records.flag(~images["id"].isin(labels["image_id"]),
+                       lambda r: f"field 'id' = {images.at[r, 'id']!r}: no annotation has this image_id")
+    report.raise_if_any()
+    images["category_id"] = images["id"].map(labels.set_index("image_id")["category_id"]).astype(np.int64)
+    return images, categories
+
+
+def read_test(path: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Test information JSON -> (images, categories), one row per image, file order."""
+    path = Path(path)
+    report = _Report(path)
+    data = _load_json(path)
+    image_records = _json_records(report, data, "images")
+    category_records = _json_records(report, data, "categories")
+    return _images_and_categories(report, image_records, category_records)
+
+
+def _images_and_categories(report: _Report, image_records: _Records,
+                           category_records: _Records) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Typed images and categories (id int64, name str, count int64, 0 where absent).
+
+    Raises every problem reported so far, then any repeated image or category id.
+    """
+    images = image_records.typed(IMAGE_FIELDS)
+    categories = pd.DataFrame({"id": category_records.field("id", INT),
+                               "name": category_records.field("name", STR),
+                               "count": category_records.field("count", INT, default=0)})
+    report.raise_if_any()
+    image_records.unique(images["id"], "id")
+    category_records.unique(categories["id"], "id")
+    report.raise_if_any()
+    return images, categories
+
+
+def read_megadetector(path: str | os.PathLike) -> pd.DataFrame:
+    """MegaDetector results JSON -> one row per detection.
+
+    Columns: image_id (str), category (int64: 1 animal, 2 person, 3 vehicle), conf (float64), x, y, w, h
+    (float64, normalized, top-left origin). Images are keyed by `id` (competition file) or `file`
+    (MegaDetector batch format; image id = the file's stem). Images carrying a `failure` are skipped;
+    their count is logged and kept in `frame.attrs["failures"]`.
+    """
+    path = Path(path)
+    report = _Report(path)
+    data = _load_json(path)
+    all_images = _json_records(report, data, "images", idents=("id", "file"))
+    frame = all_images.frame
+    key = "id" if "id" in frame.columns or "file" not in frame.columns else "file"
+    failed = frame["failure"].notna().to_numpy() if "failure" in frame.columns else np.zeros(len(frame), bool)
+    images = all_images.subset(~failed)
+    names = images.field(key, ID)
+    lists = images.field("detections", LIST)
+    report.raise_if_any()
+    if key == "file":  # a path such as 'train/<id>.jpg': the id is the stem
+        names = names.str.extract(r"([^/\\]+?)(?:\.[^./\\]*)?$")[0].astype(str)
+    images.unique(names, "id" if key == "id" else "file stem")
+    report.raise_if_any()
+
+    counts = lists.map(len).to_numpy()
+    detections = _detection_records(report, images, lists, counts).typed(DETECTION_FIELDS)
+    report.raise_if_any()
+    box = np.array(detections["bbox"].tolist(), dtype=np.float64).reshape(-1, 4)
+    out = pd.DataFrame({"image_id": np.repeat(names.to_numpy(), counts),
+                        "category": detections["category"].to_numpy(), "conf": detections["conf"].to_numpy(),
+                        "x": box[:, 0], "y": box[:, 1], "w": box[:, 2], "h": box[:, 3]})
+    out["image_id"] = out["image_id"].astype(str)
+    out.attrs["failures"] = int(failed.sum())
+    if failed.any():
+        log.warning("%s: skipped %d image(s) that MegaDetector failed on", path, failed.sum())
+    return out
+
+
+def _detection_records(report: _Report, images: _Records, lists: pd.Series, counts: np.ndarray) -> _Records:
+    """Every image's detections flattened into one `_Records`, named 'images[i] (id ...): detections[k]'."""
+    owner = np.repeat(lists.index.to_numpy(), counts)
+    nth = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    return _object_records(report, list(itertools.chain.from_iterable(lists)),
+                           lambda j: f"{images.where(owner[j])}: detections[{nth[j]}]")
+
+
+def read_sample_submission(path: str | os.PathLike) -> pd.DataFrame:
+    """sample_submission.csv -> DataFrame(Id: str, Category: int64), file order."""
+    path = Path(path)
+    _require_file(path)
+    report = _Report(path)
+    try:
+        raw = pd.read_csv(path, dtype=object, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise IwcError(f"{path}: not a readable CSV ({e}). Replace the file: {GET_DATA}.") from e
+    if list(raw.columns) != ["Id", "Category"]:
+        report.add("header", f"is {','.join(map(str, raw.columns))!r}, expected 'Id,Category'")
+        report.raise_if_any()
+    records = _Records(report, raw, lambda r: f"line {int(r) + 2} (Id {raw.at[r, 'Id']!r})")
+    sample = records.typed({"Id": ID, "Category": CATEGORY_NUMBER})
+    records.unique(sample["Id"], "Id")
+    report.raise_if_any()
+    return sample
+
+
+# --- images on disk --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageCheck:
+    """Result of `check_images`: the usable rows, and the ids of images missing or undecodable."""
+
+    ok: pd.DataFrame
+    missing: list[str]
+    corrupt: list[str]
+
+    def summary(self) -> str:
+        total = len(self.ok) + len(self.missing) + len(self.corrupt)
+        line = (f"{total:,} images checked: {len(self.ok):,} ok, {len(self.missing):,} missing, "
+                f"{len(self.corrupt):,} corrupt")
+        bad = self.missing + self.corrupt
+        if bad:
+            line += f" (excluded: {', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})"
+        return line
+
+
+def check_images(images: pd.DataFrame, image_dir: str | os.PathLike, decode: bool = True,
+                 progress: bool = True, workers: int | None = None) -> ImageCheck:
+    """Find images of `images` (id, file_name) that are missing under `image_dir` or fail to decode.
+
+    Decoding uses JPEG draft mode (a 1/8-scale decode), which still reads every byte, so truncated files
+    are caught. Files are checked on `workers` threads (PIL decodes without the GIL).
+    """
+    paths = [os.path.join(image_dir, f) for f in images["file_name"]]
+    workers = workers or min(8, os.cpu_count() or 1)
+    chunks = [paths[i:i + 256] for i in range(0, len(paths), 256)]
+    status: list[str] = []
+    with ThreadPoolExecutor(workers) as pool, \
+            tqdm(total=len(paths), desc="checking images", unit="img", disable=not progress) as bar:
+        for done in pool.map(lambda chunk: [_image_status(p, decode) for p in chunk], chunks):
+            status.extend(done)
+            bar.update(len(done))
+    status_arr = np.array(status, dtype=object)
+    ids = images["id"].to_numpy()
+    result = ImageCheck(ok=images[status_arr == "ok"], missing=ids[status_arr == "missing"].tolist(),
+                        corrupt=ids[status_arr == "corrupt"].tolist())
+    if result.missing or result.corrupt:
+        log.warning("%s: %s", image_dir, result.summary())
+    return result
+
+
+def _image_status(path: str, decode: bool) -> str:
+    if not os.path.isfile(path):
+        return "missing"
+    if decode:
+        try:
+            with Image.open(path) as img:
+                img.draft("RGB", (64, 64))
+                img.load()
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+            return "corrupt"
+    return "ok"
+
+
+# --- the whole folder ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Competition:
+    """The four competition files of one folder, as typed frames (see the readers above)."""
+
+    root: Path
+    train: pd.DataFrame  # images + category_id
+    test: pd.DataFrame  # images
+    categories: pd.DataFrame  # from the train file
+    detections: pd.DataFrame
+    sample: pd.DataFrame
+
+    @classmethod
+    def load(cls, root: str | os.PathLike) -> Competition:
+        """Read `root`/{TRAIN_JSON, TEST_JSON, MD_JSON, SAMPLE_CSV}; IwcError if any is absent."""
+        root = Path(root)
+        missing = [name for name in (TRAIN_JSON, TEST_JSON, MD_JSON, SAMPLE_CSV) if not (root / name).is_file()]
+        if missing:
+            raise IwcError(f"competition folder {root} lacks {', '.join(missing)}: {GET_DATA}, "
+                           "and pass the folder that holds these files.")
+        train, categories = read_train(root / TRAIN_JSON)
+        test, _ = read_test(root / TEST_JSON)
+        return cls(root=root, train=train, test=test, categories=categories,
+                   detections=read_megadetector(root / MD_JSON), sample=read_sample_submission(root / SAMPLE_CSV))

@@ -1,0 +1,281 @@
+import json
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from iwc.data.competition import (
+    MD_JSON,
+    SAMPLE_CSV,
+    TEST_JSON,
+    TRAIN_JSON,
+    Competition,
+    check_images,
+    read_megadetector,
+    read_sample_submission,
+    read_test,
+    read_train,
+)
+from iwc.errors import IwcError
+
+IMAGE_DTYPES = {"id": "str", "file_name": "str", "location": "int64", "seq_id": "str", "seq_num_frames": "int64",
+                "frame_num": "int64", "datetime": "datetime64[ns]", "width": "int64", "height": "int64"}
+CATEGORIES = [{"id": 0, "name": "empty", "count": 3}, {"id": 372, "name": "tayassu pecari", "count": 1},
+              {"id": 675, "name": "zebra", "count": 0}]
+
+
+def image(i, location=3, when="2013-08-02 21:44:00.000", prefix="img"):
+    image_id = f"{prefix}{i}"
+    return {"id": image_id, "file_name": f"{image_id}.jpg", "location": location, "seq_id": f"seq{i // 2}",
+            "seq_num_frames": 2, "frame_num": 1 + i % 2, "datetime": when, "width": 2048, "height": 1536}
+
+
+def train_data(n=3, labels=(0, 372, 0)):
+    """Train annotations in the exact competition layout: image i is labelled labels[i]."""
+    return {"info": {"version": "1.0"}, "images": [image(i) for i in range(n)],
+            "annotations": [{"id": f"ann{i}", "image_id": f"img{i}", "category_id": c, "count": 1}
+                            for i, c in enumerate(labels)],
+            "categories": [dict(c) for c in CATEGORIES]}
+
+
+def md_data():
+    return {"info": {"detector": "megadetector_v3"},
+            "images": [{"id": "img0", "max_detection_conf": 0.9,
+                        "detections": [{"category": "1", "bbox": [0.1, 0.2, 0.3, 0.4], "conf": 0.9},
+                                       {"category": "2", "bbox": [0.0, 0.5, 0.5, 0.5], "conf": 0.2}]},
+                       {"id": "img1", "max_detection_conf": 0.0, "detections": []},
+                       {"id": "t0", "max_detection_conf": 0.7,
+                        "detections": [{"category": "1", "bbox": [0.5, 0.5, 0.25, 0.25], "conf": 0.7}]}],
+            "detection_categories": {"1": "animal", "2": "person", "3": "vehicle"}}
+
+
+def write_json(path, obj):
+    path.write_text(json.dumps(obj), encoding="utf-8")
+    return path
+
+
+def write_competition(root, train=None, md=None, sample="Id,Category\nt0,0\nt1,0\n"):
+    """A competition folder in the real formats; pass a dict to replace one file's content."""
+    root.mkdir(parents=True, exist_ok=True)
+    write_json(root / TRAIN_JSON, train or train_data())
+    write_json(root / TEST_JSON, {"images": [image(0, location=9, prefix="t"), image(1, location=9, prefix="t")],
+                                  "categories": CATEGORIES, "info": {"version": "1.0"}})
+    write_json(root / MD_JSON, md or md_data())
+    (root / SAMPLE_CSV).write_text(sample, encoding="utf-8")
+    return root
+
+
+def test_load_gives_typed_frames_with_original_category_ids(tmp_path):
+    comp = Competition.load(write_competition(tmp_path / "comp"))
+
+    assert {c: str(t) for c, t in comp.train.dtypes.items()} == {**IMAGE_DTYPES, "category_id": "int64"}
+    assert {c: str(t) for c, t in comp.test.dtypes.items()} == IMAGE_DTYPES
+    assert comp.train["id"].tolist() == ["img0", "img1", "img2"]
+    assert comp.train["category_id"].tolist() == [0, 372, 0]
+    assert comp.train["datetime"].iloc[0] == pd.Timestamp("2013-08-02 21:44:00")
+    assert comp.test["id"].tolist() == ["t0", "t1"]
+    assert comp.categories["id"].tolist() == [0, 372, 675]
+    assert {c: str(t) for c, t in comp.categories.dtypes.items()} == {"id": "int64", "name": "str",
+                                                                      "count": "int64"}
+    det = comp.detections
+    assert {c: str(t) for c, t in det.dtypes.items()} == {"image_id": "str", "category": "int64", "conf": "float64",
+                                                          "x": "float64", "y": "float64", "w": "float64",
+                                                          "h": "float64"}
+    assert det["image_id"].tolist() == ["img0", "img0", "t0"]
+    assert det["category"].tolist() == [1, 2, 1]
+    assert det.iloc[0][["x", "y", "w", "h"]].tolist() == [0.1, 0.2, 0.3, 0.4]
+    assert det.attrs["failures"] == 0
+    assert comp.sample["Id"].tolist() == ["t0", "t1"]
+    assert str(comp.sample["Category"].dtype) == "int64"
+
+
+def test_microseconds_parse_and_missing_category_count_defaults_to_zero(tmp_path):
+    data = {"images": [image(0, when="2019-12-31 23:59:59.250")],
+            "categories": [{"id": 5, "name": "deer"}]}
+    images, categories = read_test(write_json(tmp_path / TEST_JSON, data))
+    assert images["datetime"].iloc[0] == pd.Timestamp("2019-12-31 23:59:59.250")
+    assert categories["count"].tolist() == [0]
+
+
+def test_repeated_annotation_with_same_category_is_kept_once(tmp_path):
+    data = train_data(labels=(0, 372, 0))
+    data["annotations"].append({"id": "again", "image_id": "img1", "category_id": 372, "count": 2})
+    images, _ = read_train(write_json(tmp_path / TRAIN_JSON, data))
+    assert images["category_id"].tolist() == [0, 372, 0]
+
+
+def test_missing_competition_file_names_it_and_says_what_to_do(tmp_path):
+    root = write_competition(tmp_path / "comp")
+    (root / MD_JSON).unlink()
+    with pytest.raises(IwcError, match=MD_JSON) as err:
+        Competition.load(root)
+    assert "iwc demo-data" in str(err.value)
+    assert TRAIN_JSON not in str(err.value)
+
+
+def test_megadetector_batch_format_keyed_by_file_with_failures(tmp_path, caplog):
+    data = {"images": [{"file": "train/abc.jpg", "max_detection_conf": 0.8,
+                        "detections": [{"category": "1", "bbox": [0.1, 0.1, 0.2, 0.2], "conf": 0.8}]},
+                       {"file": "test/broken.jpg", "failure": "Failure image access"},
+                       {"file": "test\\xyz.JPG", "detections": []},
+                       {"file": "def.jpg", "detections": [{"category": 3, "bbox": [0, 0, 1, 1], "conf": 1}]}],
+            "detection_categories": {"1": "animal", "2": "person", "3": "vehicle"}}
+    with caplog.at_level(logging.WARNING):
+        det = read_megadetector(write_json(tmp_path / "md.json", data))
+    assert det["image_id"].tolist() == ["abc", "def"]
+    assert det["category"].tolist() == [1, 3]
+    assert det.attrs["failures"] == 1
+    assert "skipped 1 image" in caplog.text
+
+
+def test_megadetector_without_any_detection_has_typed_empty_frame(tmp_path):
+    det = read_megadetector(write_json(tmp_path / "md.json", {"images": [{"id": "a", "detections": []}]}))
+    assert len(det) == 0
+    assert str(det["conf"].dtype) == "float64" and str(det["category"].dtype) == "int64"
+
+
+DELETE = object()
+
+
+def _break(data, path, value):
+    """Set data[path[0]][path[1]]... = value, or delete the key when value is DELETE."""
+    node = data
+    for key in path[:-1]:
+        node = node[key]
+    if value is DELETE:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+    return data
+
+
+TRAIN_PROBLEMS = [
+    (("images", 1, "datetime"), "yesterday",
+     "images[1] (id 'img1'): field 'datetime' = 'yesterday' is not '%Y-%m-%d %H:%M:%S.%f'"),
+    (("images", 0, "location"), DELETE, "images[0] (id 'img0'): field 'location' is missing"),
+    (("images", 0, "datetime"), "2013-08-02 21:44:00",
+     "images[0] (id 'img0'): field 'datetime' = '2013-08-02 21:44:00' is not"),
+    (("images", 0, "datetime"), "3013-08-02 21:44:00.000", "images[0] (id 'img0'): field 'datetime' = '3013-08-02"),
+    (("images", 2, "width"), "2048", "images[2] (id 'img2'): field 'width' = '2048' is not an integer"),
+    (("images", 2, "id"), "img0", "images[2] (id 'img0'): field 'id' repeats images[0] (id 'img0')"),
+    (("images", 1), "img1", "images[1]: is 'img1', not an object"),
+    (("annotations",), DELETE, "top level: field 'annotations' is missing"),
+    (("annotations", 1, "image_id"), "ghost", "annotations[1] (id 'ann1'): field 'image_id' = 'ghost' names no image"),
+    (("annotations", 2, "category_id"), 999, "annotations[2] (id 'ann2'): field 'category_id' = 999 is not a category"),
+    (("annotations", 0, "category_id"), None, "annotations[0] (id 'ann0'): field 'category_id' is missing"),
+    (("categories", 1, "name"), 7, "categories[1] (id 372): field 'name' = 7 is not a string"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "message"), TRAIN_PROBLEMS)
+def test_train_schema_error_names_file_record_and_field(tmp_path, path, value, message):
+    file = write_json(tmp_path / TRAIN_JSON, _break(train_data(), path, value))
+    with pytest.raises(IwcError) as err:
+        read_train(file)
+    assert f"{file}: {message}" in str(err.value)
+
+
+def test_conflicting_annotations_name_the_image_and_the_annotations(tmp_path):
+    data = train_data()
+    data["annotations"].append({"id": "ann3", "image_id": "img0", "category_id": 675, "count": 1})
+    with pytest.raises(IwcError, match=r"images\[0\] \(id 'img0'\): annotations\[0\], annotations\[3\] give "
+                                       r"conflicting 'category_id' values \[0, 675\]"):
+        read_train(write_json(tmp_path / TRAIN_JSON, data))
+
+
+def test_image_without_annotation_is_an_error(tmp_path):
+    data = train_data()
+    del data["annotations"][2]
+    with pytest.raises(IwcError, match=r"images\[2\] \(id 'img2'\): field 'id' = 'img2': no annotation"):
+        read_train(write_json(tmp_path / TRAIN_JSON, data))
+
+
+def test_several_problems_reported_at_once_first_few_spelled_out(tmp_path):
+    data = {"images": [image(i, when="soon") for i in range(7)] + [image(7, location="x")],
+            "categories": CATEGORIES}
+    with pytest.raises(IwcError) as err:
+        read_test(write_json(tmp_path / TEST_JSON, data))
+    text = str(err.value)
+    assert text.count("is not '%Y-%m-%d %H:%M:%S.%f'") == 4  # 5 spelled out: 1 location + 4 datetimes
+    assert "images[7] (id 'img7'): field 'location' = 'x' is not an integer" in text
+    assert "... and 3 more problem(s)" in text
+    assert "download the competition data" in text
+
+
+@pytest.mark.parametrize(("detection", "message"), [
+    ({"category": "1", "bbox": [10, 20, 300, 400], "conf": 0.9},
+     "field 'bbox' = [10, 20, 300, 400] is not [x, y, w, h]"),
+    ({"category": "1", "bbox": [0.1, 0.2, 0.3], "conf": 0.9}, "field 'bbox' = [0.1, 0.2, 0.3] is not"),
+    ({"category": "animal", "bbox": [0.1, 0.2, 0.3, 0.4], "conf": 0.9}, "field 'category' = 'animal' is not"),
+    ({"category": "1", "bbox": [0.1, 0.2, 0.3, 0.4]}, "field 'conf' is missing"),
+])
+def test_megadetector_schema_error_names_image_detection_and_field(tmp_path, detection, message):
+    data = md_data()
+    data["images"][2]["detections"].append(detection)
+    file = write_json(tmp_path / MD_JSON, data)
+    with pytest.raises(IwcError) as err:
+        read_megadetector(file)
+    assert f"{file}: images[2] (id 't0'): detections[1]: {message}" in str(err.value)
+
+
+def test_megadetector_image_without_detections_list_is_an_error(tmp_path):
+    data = md_data()
+    del data["images"][1]["detections"]
+    with pytest.raises(IwcError, match=r"images\[1\] \(id 'img1'\): field 'detections' is missing"):
+        read_megadetector(write_json(tmp_path / MD_JSON, data))
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("Id,Category\nt0,0\nt1,zebra\n", "line 3 (Id 't1'): field 'Category' = 'zebra' is not"),
+    ("Id,Category\nt0,0\nt0,1\n", "line 3 (Id 't0'): field 'Id' repeats line 2 (Id 't0')"),
+    ("Id,Predicted\nt0,0\n", "header: is 'Id,Predicted', expected 'Id,Category'"),
+])
+def test_sample_submission_schema_errors(tmp_path, text, message):
+    file = tmp_path / SAMPLE_CSV
+    file.write_text(text, encoding="utf-8")
+    with pytest.raises(IwcError) as err:
+        read_sample_submission(file)
+    assert f"{file}: {message}" in str(err.value)
+
+
+def test_invalid_json_is_an_iwc_error_naming_the_file(tmp_path):
+    file = tmp_path / TRAIN_JSON
+    file.write_text('{"images": [', encoding="utf-8")
+    with pytest.raises(IwcError, match=f"{TRAIN_JSON}: not valid JSON"):
+        read_train(file)
+
+
+def _write_jpeg(path, seed):
+    pixels = np.random.default_rng(seed).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, "JPEG", quality=90)
+
+
+def test_check_images_excludes_missing_and_truncated_jpegs(tmp_path, caplog):
+    images = pd.DataFrame([image(i) for i in range(4)])
+    for i in range(3):
+        _write_jpeg(tmp_path / f"img{i}.jpg", seed=i)
+    data = (tmp_path / "img1.jpg").read_bytes()
+    (tmp_path / "img1.jpg").write_bytes(data[: len(data) * 2 // 3])  # truncated, as in the real data
+
+    with caplog.at_level(logging.WARNING):
+        check = check_images(images, tmp_path, progress=False, workers=2)
+    assert check.ok["id"].tolist() == ["img0", "img2"]
+    assert check.missing == ["img3"]
+    assert check.corrupt == ["img1"]
+    assert check.summary().startswith("4 images checked: 2 ok, 1 missing, 1 corrupt")
+    assert "1 corrupt" in caplog.text
+
+    unchecked = check_images(images, tmp_path, decode=False, progress=False)
+    assert unchecked.ok["id"].tolist() == ["img0", "img1", "img2"]
+    assert unchecked.corrupt == []
+
+
+def test_check_images_all_good_is_quiet(tmp_path, caplog):
+    images = pd.DataFrame([image(0)])
+    _write_jpeg(tmp_path / "img0.jpg", seed=0)
+    with caplog.at_level(logging.WARNING):
+        check = check_images(images, tmp_path, progress=False)
+    assert check.summary() == "1 images checked: 1 ok, 0 missing, 0 corrupt"
+    assert caplog.text == ""
