@@ -3,11 +3,75 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from invoke import Collection, task
 
 PY = sys.executable
 RESULTS = "benchmarks/results"
+DEMO_DATA = Path("data/demo")
+
+
+@task(help={"demo": "use the built-in synthetic competition and the demo recipe",
+            "data": "folder holding the competition data (default data/kaggle; with --demo data/demo)",
+            "recipe": "recipe name or TOML file (default: reference, or demo with --demo)",
+            "set": "override a recipe value, e.g. full.batch_size=64 (repeatable)",
+            "run": "run name: runs/<run>/ and submissions/<run>/ (default: the recipe name)",
+            "force": "rerun every stage even if its inputs are unchanged",
+            "seed": "seed of the synthetic competition (with --demo)"},
+      iterable=["set"])
+def reproduce(c, demo=False, data="", recipe="", set=None, run="", force=False, seed=0):
+    """Build the kernels, run full + crop, then aggregate; assemble and validate submissions/<run>/."""
+    from iwc.errors import IwcError
+    from iwc.recipe import load_recipe
+    from iwc.reproduce import reproduce as run_all
+
+    try:
+        resolved = load_recipe(recipe or ("demo" if demo else "reference"), set or [])
+        root = Path(data) if data else (DEMO_DATA if demo else Path("data/kaggle"))
+        if demo and not (root / "ground_truth").is_dir():
+            from iwc.data.demo import write_demo
+
+            print(write_demo(root, seed=seed, scale="medium").summary())
+        truth = root / "ground_truth" / "test_labels.csv"
+        name = run or resolved.name
+        result = run_all(root, resolved, Path("runs") / name, Path("submissions") / name,
+                         truth=truth if truth.is_file() else None, force=force)
+    except IwcError as e:
+        sys.exit(f"error: {e}")
+    ran, skipped = ", ".join(result.ran) or "none", ", ".join(result.skipped) or "none"
+    print(f"\nstages run: {ran}; skipped (unchanged): {skipped}")
+    print(result.table)
+    print(f"\nsubmission: {result.submission_dir / 'submission.csv'} (validated); report: "
+          f"{result.submission_dir / 'report.md'}")
+
+
+@task(name="demo", help={"out": "output folder", "seed": "random seed", "scale": "small | medium"})
+def data_demo(c, out=str(DEMO_DATA), seed=0, scale="medium"):
+    """Write the synthetic competition (exact real formats) to OUT."""
+    c.run(f"{PY} -m iwc.cli demo-data {out} --seed {seed} --scale {scale}")
+
+
+@task(name="build", help={"owner": "your Kaggle user name (default: a placeholder)"})
+def kernels_build(c, owner=""):
+    """Regenerate kernels/<stage>/ from the package and the reference recipe."""
+    from iwc.kaggle.bundle import DEFAULT_OWNER, build_kernels
+    from iwc.recipe import REFERENCE
+
+    for folder in build_kernels(Path("kernels"), REFERENCE, owner or DEFAULT_OWNER):
+        print(f"wrote {folder}")
+
+
+@task(name="check")
+def kernels_check(c):
+    """Fail if a committed kernel differs from a fresh build (run `invoke kernels.build`)."""
+    from iwc.kaggle.bundle import check_fresh
+    from iwc.recipe import REFERENCE
+
+    stale = check_fresh(Path("kernels"), REFERENCE)
+    if stale:
+        sys.exit("stale kernels: " + ", ".join(stale) + "; run `invoke kernels.build`")
+    print("kernels are fresh")
 
 
 @task
@@ -51,4 +115,5 @@ def bench_gpu(c):
 
 
 bench = Collection("bench", bench_aggregate, bench_crops, bench_pipeline, bench_gpu)
-ns = Collection(test, lint, bench)
+ns = Collection(reproduce, test, lint, bench, Collection("data", data_demo),
+                Collection("kernels", kernels_build, kernels_check))

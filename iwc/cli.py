@@ -13,6 +13,8 @@ from pathlib import Path
 
 from iwc.errors import IwcError
 
+CATEGORIES_HELP = "competition folder or JSON with the category list (default: the sample's folder)"
+
 
 def _demo_data(args: argparse.Namespace) -> None:
     from iwc.data.demo import write_demo
@@ -24,25 +26,20 @@ def _demo_data(args: argparse.Namespace) -> None:
 def _validate(args: argparse.Namespace) -> None:
     from iwc.submission import validate_file
 
-    problems = validate_file(Path(args.submission), Path(args.sample), _category_ids(args.categories))
+    problems = validate_file(Path(args.submission), Path(args.sample), _category_ids(args.categories, args.sample))
     if problems:
         raise IwcError(f"{args.submission} is NOT a valid submission:\n  - " + "\n  - ".join(problems))
     print(f"{args.submission}: valid ({_count_rows(Path(args.submission))} rows)")
 
 
 def _assemble(args: argparse.Namespace) -> None:
-    import pandas as pd
-
     from iwc.data.competition import read_sample_submission
-    from iwc.submission import assemble, check, write_submission
+    from iwc.submission import assemble, read_predictions, write_submission
 
     sample = read_sample_submission(Path(args.sample))
-    preds = pd.read_csv(args.predictions, dtype={"Id": str})
-    if list(preds.columns[:2]) != ["Id", "Category"]:
-        raise IwcError(f"{args.predictions}: expected columns Id,Category, got {list(preds.columns)}")
-    df = assemble(sample, preds.set_index("Id")["Category"])
-    check(df, sample, _category_ids(args.categories))
-    path = write_submission(df, Path(args.out), {"predictions": Path(args.predictions), "sample": Path(args.sample)})
+    df = assemble(sample, read_predictions(Path(args.predictions)))
+    path = write_submission(df, Path(args.out), {"predictions": args.predictions, "sample": args.sample},
+                            sample=sample, category_ids=_category_ids(args.categories, args.sample))
     print(f"wrote {path} ({len(df)} rows)")
 
 
@@ -66,17 +63,17 @@ def _recipe(args: argparse.Namespace) -> None:
     print(json.dumps(load_recipe(args.recipe, args.set).to_dict(), indent=2, sort_keys=True))
 
 
-def _category_ids(source: str | None) -> list[int] | None:
-    """Category ids from a competition folder, a train/test JSON, or a categories JSON; None = skip."""
-    if not source:
-        return None
-    path = Path(source)
-    if path.is_dir():
-        from iwc.data.competition import TRAIN_JSON
+def _category_ids(source: str | None, sample: str) -> list[int]:
+    """Category ids from a competition folder, a train/test JSON or a categories JSON (default: the
+    competition folder the sample submission sits in)."""
+    from iwc.data.competition import TRAIN_JSON
 
+    path = Path(source) if source else Path(sample).parent
+    if path.is_dir():
         path = path / TRAIN_JSON
     if not path.is_file():
-        raise IwcError(f"--categories {source}: no such file or competition folder")
+        raise IwcError(f"no category list at {path}: pass --categories with the competition folder or a JSON "
+                       "holding 'categories' or 'category_ids'")
     data = json.loads(path.read_text(encoding="utf-8"))
     if "category_ids" in data:
         return [int(c) for c in data["category_ids"]]
@@ -106,12 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("validate", _validate, "check a submission.csv against the sample submission; report every problem")
     p.add_argument("submission")
     p.add_argument("--sample", required=True, help="sample_submission.csv")
-    p.add_argument("--categories", help="competition folder or JSON holding the category list")
+    p.add_argument("--categories", help=CATEGORIES_HELP)
 
     p = add("assemble", _assemble, "turn an Id,Category predictions CSV into a validated submission folder")
     p.add_argument("predictions")
     p.add_argument("--sample", required=True, help="sample_submission.csv")
-    p.add_argument("--categories", help="competition folder or JSON holding the category list")
+    p.add_argument("--categories", help=CATEGORIES_HELP)
     p.add_argument("--out", required=True, help="folder for submission.csv + manifest.json")
 
     p = add("stage", _stage, "run one stage (full | crop | aggregate) in this process, without a kernel")

@@ -1,0 +1,84 @@
+"""Aggregator stage: blend the two models by category id, vote over sequences, write the submission.
+
+Reads the competition folder and the outputs of the full and crop kernels under the input root. Writes
+`submission.csv` + `manifest.json` (validated against the sample submission), per-step predictions for
+validation and test (`validation.csv`, `predictions.csv`), and `report.md` with its plots.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from iwc import layout
+from iwc.aggregate import blend, combine
+from iwc.data.competition import Competition
+from iwc.data.sequences import assign_sequences
+from iwc.io import write_text
+from iwc.probs import ProbTable
+from iwc.recipe import Recipe
+from iwc.report import STEPS, accuracies, accuracy_table, plot_confusion, plot_per_location, write_report
+from iwc.stages.common import manifest_name, setup_logging
+from iwc.submission import assemble, write_submission
+
+log = logging.getLogger(__name__)
+
+EMPTY = 0  # category id of empty frames: the crop model's answer where it has no crop
+
+
+def main(recipe: Recipe) -> None:
+    setup_logging()
+    root = layout.input_root()
+    comp = Competition.load(layout.find_competition(root))
+    work = layout.working_dir()
+    tables = {}
+    for stage in ("full", "crop"):
+        folder = layout.find_kernel_output(root, manifest_name(stage))
+        for split in ("val", "test"):
+            tables[stage, split] = ProbTable.load(folder / f"{stage}_{split}.npz")
+
+    val_images = comp.train.set_index("id").loc[tables["full", "val"].image_ids].reset_index()
+    val = step_predictions(tables["full", "val"], tables["crop", "val"], val_images, recipe)
+    test = step_predictions(tables["full", "test"], tables["crop", "test"],
+                            comp.test.set_index("id").loc[tables["full", "test"].image_ids].reset_index(), recipe)
+    truth = val_images["category_id"].to_numpy()
+    val_acc = accuracies({s: val[s].to_numpy() for s in STEPS}, truth)
+
+    write_text(work / "validation.csv", val.assign(truth=truth, location=val_images["location"].to_numpy())
+               .to_csv(index=False, lineterminator="\n"))
+    write_text(work / "predictions.csv", test.to_csv(index=False, lineterminator="\n"))
+    submission = assemble(comp.sample, test.set_index("Id")["final"])
+    write_submission(submission, work, {"sample_submission": comp.root / "sample_submission.csv"},
+                     sample=comp.sample, category_ids=comp.categories["id"].tolist(),
+                     extra={"recipe": recipe.to_dict(), "validation_accuracy": val_acc})
+
+    names = dict(zip(comp.categories["id"].tolist(), comp.categories["name"].tolist(), strict=True))
+    plot_confusion(truth, val["final"].to_numpy(), names, work / "confusion_matrix.png")
+    plot_per_location(val_images["location"].to_numpy(), truth, {s: val[s].to_numpy() for s in STEPS},
+                      work / "per_location.png")
+    write_report(work / "report.md", f"iwc run: recipe {recipe.name!r}", [
+        ("Accuracy", accuracy_table({"validation (held-out locations)": val_acc})),
+        ("Validation", f"{len(val)} images from {val_images['location'].nunique()} held-out locations.\n\n"
+                       "![confusion matrix](confusion_matrix.png)\n\n![accuracy per location](per_location.png)"),
+    ])
+    log.info("validation accuracy: %s", ", ".join(f"{s} {a:.4f}" for s, a in val_acc.items()))
+
+
+def step_predictions(full: ProbTable, crop: ProbTable, images: pd.DataFrame, recipe: Recipe) -> pd.DataFrame:
+    """Predicted category of each image of `full` (rows of `images`, same order) after each step:
+    full model alone, crop model alone (no crop -> empty), blend, blend + sequence vote."""
+    ids = full.image_ids
+    if not np.array_equal(images["id"].to_numpy(str), ids):
+        raise ValueError("images must follow the full-model table's row order")
+    crop_alone = pd.Series(crop.argmax_category(), index=crop.image_ids).reindex(ids, fill_value=EMPTY)
+    keys = assign_sequences(images, recipe.sequences.method, recipe.sequences.gap_s)
+    final = combine(full, crop, pd.Series(keys.to_numpy(), index=ids), recipe)
+    return pd.DataFrame({
+        "Id": ids,
+        "full": full.argmax_category(),
+        "crop": crop_alone.to_numpy(np.int64),
+        "blend": blend(full, crop, recipe.blend).argmax_category(),
+        "final": final.to_numpy(np.int64),
+    })

@@ -1,0 +1,123 @@
+"""What the two model stages share: cache the images, train on the split, predict validation and test.
+
+A model stage hands `train_model` two frames of rows to learn from and predict:
+train rows `(row_id, image_id, path, category_id, is_val)` and test rows `(row_id, image_id, path)`;
+rows are images for the full model and crops for the crop model.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from iwc import layout
+from iwc.data.cache import build_cache
+from iwc.data.categories import CategoryMap
+from iwc.errors import IwcError
+from iwc.io import write_json
+from iwc.probs import ProbTable
+from iwc.provenance import code_version
+from iwc.recipe import Model, Recipe
+from iwc.train.fit import fit
+from iwc.train.model import create_model
+from iwc.train.predict import predict_tta
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A model stage's outcome: tables keyed by row id (image or crop), and what to put in the manifest."""
+
+    val: ProbTable
+    test: ProbTable
+    categories: CategoryMap
+    summary: dict
+
+
+class Rows:
+    """A read-only view of some rows of a (memory-mapped) array: `len()`, slices and index arrays."""
+
+    def __init__(self, array: np.ndarray, rows: np.ndarray) -> None:
+        self.array, self.rows = array, np.asarray(rows, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, key: slice | np.ndarray) -> np.ndarray:
+        return self.array[self.rows[key]]
+
+
+def device() -> torch.device:
+    """CUDA when there is one (Kaggle, the Docker image), else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def train_model(name: str, m: Model, seed: int, train: pd.DataFrame, test: pd.DataFrame, work: Path) -> Trained:
+    """Cache the rows' images, fit `m` on the non-validation rows, TTA-predict the validation and test rows.
+
+    Rows whose image cannot be read are left out of training (and counted); a test row that cannot be
+    read is still predicted (from a blank image) so that no submission row goes missing.
+    """
+    started = time.perf_counter()
+    scratch = layout.scratch_dir() / name
+    train_cache = build_cache(train["path"].tolist(), train["row_id"].tolist(), m.cache_size, scratch / "train")
+    test_cache = build_cache(test["path"].tolist(), test["row_id"].tolist(), m.cache_size, scratch / "test")
+    unreadable = train["row_id"].isin(train_cache.failed).to_numpy()
+    if unreadable.any():
+        log.warning("%s: %d of %d training images are missing or corrupt; left out of training and validation",
+                    name, unreadable.sum(), len(train))
+    if test_cache.failed:
+        log.warning("%s: %d test images are missing or corrupt; predicted from a blank image so their rows "
+                    "stay in the submission", name, len(test_cache.failed))
+    is_val = train["is_val"].to_numpy(bool)
+    fit_rows = np.flatnonzero(~is_val & ~unreadable)
+    val_rows = np.flatnonzero(is_val & ~unreadable)
+    if not len(fit_rows):
+        raise IwcError(f"{name}: no readable training images; check the input data")
+    categories = CategoryMap.from_labels(train["category_id"].to_numpy()[fit_rows])
+    labels = train["category_id"].to_numpy()
+    known_val = val_rows[np.isin(labels[val_rows], categories.category_ids)]
+
+    dev = device()
+    model = create_model(m, len(categories))
+    log.info("%s: %s on %s, %d classes, %d train / %d validation rows", name, m.arch, dev, len(categories),
+             len(fit_rows), len(val_rows))
+    result = fit(model, Rows(train_cache.images, fit_rows), categories.to_index(labels[fit_rows]),
+                 Rows(train_cache.images, known_val), categories.to_index(labels[known_val]),
+                 m, seed, work / name, dev)
+    ids = train["row_id"].to_numpy(str)
+    val = predict_tta(model, Rows(train_cache.images, val_rows), ids[val_rows], categories, m, dev, seed)
+    test_table = predict_tta(model, test_cache.images, np.asarray(test_cache.ids), categories, m, dev, seed)
+    summary = {
+        "rows": {"train": len(fit_rows), "validation": len(val_rows), "test": len(test),
+                 "train_unreadable": int(unreadable.sum()), "test_unreadable": len(test_cache.failed)},
+        "classes": len(categories),
+        "history": result.history,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    return Trained(val, test_table, categories, summary)
+
+
+def write_outputs(name: str, recipe: Recipe, trained_val: ProbTable, trained_test: ProbTable, summary: dict,
+                  work: Path) -> None:
+    """`<name>_val.npz`, `<name>_test.npz` (+ category maps) and, last, the `<name>.manifest.json` marker."""
+    trained_val.save(work / f"{name}_val.npz")
+    trained_test.save(work / f"{name}_test.npz")
+    write_json(work / manifest_name(name), {"stage": name, "recipe": recipe.to_dict(), "code": code_version(),
+                                           **summary})
+
+
+def manifest_name(stage: str) -> str:
+    """The marker file a finished stage leaves in its working dir; downstream discovery looks for it."""
+    return f"{stage}.manifest.json"

@@ -1,0 +1,55 @@
+"""Crop model stage: ResNet on crops of the ORIGINAL images to their MegaDetector boxes.
+
+Reads the competition folder (originals + MegaDetector results) under the input root; cuts crops into
+the scratch dir; writes `crop_val.npz` and `crop_test.npz` keyed by IMAGE id (an image with several
+crops gets their confidence-weighted mean), training curves and the `crop.manifest.json` marker.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from iwc import layout
+from iwc.data.competition import Competition
+from iwc.data.crops import extract_crops, select_boxes
+from iwc.data.splits import make_split
+from iwc.probs import ProbTable
+from iwc.recipe import Recipe
+from iwc.stages.common import setup_logging, train_model, write_outputs
+
+log = logging.getLogger(__name__)
+
+
+def main(recipe: Recipe) -> None:
+    setup_logging()
+    comp = Competition.load(layout.find_competition())
+    work = layout.working_dir()
+    boxes = select_boxes(comp.detections, recipe.crops.rule, recipe.crops.threshold)
+    frames = {}
+    for split, images in (("train", comp.train), ("test", comp.test)):
+        chosen = boxes[boxes["image_id"].isin(images["id"])]
+        result = extract_crops(chosen, comp.root / split, layout.scratch_dir() / "crops" / split,
+                               size=recipe.crops.size, margin=recipe.crops.margin)
+        log.info("crops %s: %s", split, result.summary())
+        frames[split] = result.index.rename(columns={"crop_id": "row_id"})
+    is_val = pd.Series(make_split(comp.train, recipe.split, recipe.seed), index=comp.train["id"])
+    labels = comp.train.set_index("id")["category_id"]
+    train = frames["train"].assign(category_id=lambda f: labels.loc[f["image_id"]].to_numpy(),
+                                   is_val=lambda f: is_val.loc[f["image_id"]].to_numpy())
+    trained = train_model("crop", recipe.crop, recipe.seed, train, frames["test"], work)
+    write_outputs("crop", recipe, per_image(trained.val, train), per_image(trained.test, frames["test"]),
+                  trained.summary, work)
+
+
+def per_image(table: ProbTable, crops: pd.DataFrame) -> ProbTable:
+    """Crop rows -> image rows: the confidence-weighted mean of an image's crops (one crop: itself)."""
+    info = crops.set_index("row_id").loc[table.image_ids]
+    image_codes, image_ids = pd.factorize(info["image_id"])
+    weights = info["conf"].to_numpy(np.float64)
+    sums = np.zeros((len(image_ids), len(table.category_ids)))
+    np.add.at(sums, image_codes, table.probs * weights[:, None])
+    totals = np.bincount(image_codes, weights=weights, minlength=len(image_ids))
+    return ProbTable(np.asarray(image_ids), table.category_ids, sums / totals[:, None])
