@@ -26,6 +26,7 @@ def _demo_data(args: argparse.Namespace) -> None:
 def _validate(args: argparse.Namespace) -> None:
     from iwc.submission import validate_file
 
+    _require_file(args.sample, "--sample")
     problems = validate_file(Path(args.submission), Path(args.sample), _category_ids(args.categories, args.sample))
     if problems:
         raise IwcError(f"{args.submission} is NOT a valid submission:\n  - " + "\n  - ".join(problems))
@@ -36,6 +37,7 @@ def _assemble(args: argparse.Namespace) -> None:
     from iwc.data.competition import read_sample_submission
     from iwc.submission import assemble, read_predictions, write_submission
 
+    _require_file(args.sample, "--sample")
     sample = read_sample_submission(Path(args.sample))
     df = assemble(sample, read_predictions(Path(args.predictions)))
     path = write_submission(df, Path(args.out), {"predictions": args.predictions, "sample": args.sample},
@@ -74,10 +76,19 @@ def _category_ids(source: str | None, sample: str) -> list[int]:
     if not path.is_file():
         raise IwcError(f"no category list at {path}: pass --categories with the competition folder or a JSON "
                        "holding 'categories' or 'category_ids'")
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if "category_ids" in data:
-        return [int(c) for c in data["category_ids"]]
-    return [int(c["id"]) for c in data["categories"]]
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if "category_ids" in data:
+            return [int(c) for c in data["category_ids"]]
+        return [int(c["id"]) for c in data["categories"]]
+    except (ValueError, KeyError, TypeError) as e:
+        raise IwcError(f"{path} has no category list ({type(e).__name__}: {e}): expected a JSON with "
+                       "'categories' ([{\"id\": ...}]) or 'category_ids'") from e
+
+
+def _require_file(path: str, what: str) -> None:
+    if not Path(path).is_file():
+        raise IwcError(f"{what} {path}: no such file")
 
 
 def _count_rows(path: Path) -> int:

@@ -90,6 +90,7 @@ def train_model(name: str, m: Model, seed: int, train: pd.DataFrame, test: pd.Da
     known_val = val_rows[np.isin(labels[val_rows], categories.category_ids)]
 
     dev = device()
+    torch.manual_seed(seed)  # the initial weights are drawn from the global generator
     model = create_model(m, len(categories))
     log.info("%s: %s on %s, %d classes, %d train / %d validation rows", name, m.arch, dev, len(categories),
              len(fit_rows), len(val_rows))

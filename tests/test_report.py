@@ -1,0 +1,83 @@
+"""Run report: accuracies, the markdown table, the two PNG plots and the markdown file."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from iwc.report import STEPS, accuracies, accuracy_table, plot_confusion, plot_per_location, write_report
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+TRUTH = np.array([0, 3, 3, 72, 72, 0])
+PREDS = {
+    "full": np.array([0, 3, 0, 0, 72, 0]),  # 4/6
+    "crop": np.array([3, 3, 3, 72, 72, 72]),  # 4/6
+    "blend": np.array([0, 3, 3, 72, 0, 0]),  # 5/6
+    "final": np.array([0, 3, 3, 72, 72, 0]),  # 6/6
+}
+LOCATIONS = np.array([10, 10, 10, 25, 25, 7])
+
+
+def _check_png(path, min_px=200, max_px=3000) -> tuple[int, int]:
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    with Image.open(path) as im:
+        im.load()
+        assert im.format == "PNG"
+        assert min_px <= im.width <= max_px and min_px <= im.height <= max_px
+        return im.size
+
+
+def test_accuracies_per_step():
+    acc = accuracies(PREDS, TRUTH)
+    assert list(acc) == list(PREDS)
+    assert acc == pytest.approx({"full": 4 / 6, "crop": 4 / 6, "blend": 5 / 6, "final": 1.0})
+    assert all(type(v) is float for v in acc.values())
+
+
+def test_accuracy_table_has_a_row_per_step_and_a_column_per_set():
+    table = accuracy_table({"validation": {"full": 0.5, "crop": 0.25, "blend": 0.625, "final": 0.75},
+                            "test": {"full": 0.4, "final": 0.123456}})
+    lines = table.splitlines()
+    assert lines[0] == "| step | validation | test |"
+    assert lines[1] == "|---|---:|---:|"
+    assert lines[2:] == [
+        "| full-image model | 0.5000 | 0.4000 |",
+        "| crop model (no crop -> empty) | 0.2500 | - |",
+        "| blend 0.3/0.7 | 0.6250 | - |",
+        "| blend + sequence vote | 0.7500 | 0.1235 |",
+    ]
+    assert len(lines) == 2 + len(STEPS)
+
+
+def test_plot_confusion_writes_a_deterministic_png(tmp_path):
+    names = {0: "empty", 3: "dasyprocta punctata"}  # 72 has no name: labelled by id alone
+    plot_confusion(TRUTH, PREDS["full"], names, tmp_path / "a.png")
+    plot_confusion(TRUTH, PREDS["full"], names, tmp_path / "b.png")
+    width, height = _check_png(tmp_path / "a.png")
+    assert width > height  # room for the colour bar
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png"]  # no temporary files left
+
+
+def test_plot_confusion_grows_with_the_number_of_categories(tmp_path):
+    many = np.arange(40)
+    plot_confusion(TRUTH, PREDS["full"], {}, tmp_path / "small.png")
+    plot_confusion(many, many[::-1], {}, tmp_path / "large.png")
+    small, large = _check_png(tmp_path / "small.png"), _check_png(tmp_path / "large.png")
+    assert large[0] > small[0] and large[1] > small[1]
+
+
+def test_plot_per_location_writes_a_png(tmp_path):
+    path = tmp_path / "sub" / "per_location.png"
+    plot_per_location(LOCATIONS, TRUTH, PREDS, path)
+    _check_png(path)
+    plot_per_location(LOCATIONS, TRUTH, {"final": PREDS["final"]}, tmp_path / "one.png")
+    _check_png(tmp_path / "one.png")
+
+
+def test_write_report_writes_title_and_sections_in_order(tmp_path):
+    path = tmp_path / "report.md"
+    path.write_text("stale", encoding="utf-8")
+    write_report(path, "iwc run: recipe 'demo'", [("Accuracy", "| a | b |"), ("Validation", "![cm](cm.png)")])
+    text = path.read_text(encoding="utf-8")
+    assert text == "# iwc run: recipe 'demo'\n\n## Accuracy\n\n| a | b |\n\n## Validation\n\n![cm](cm.png)\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.md"]

@@ -1,0 +1,70 @@
+"""Invoke tasks (tasks.py): every documented task is listed, and the thin ones run the right command."""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from invoke import MockContext, Result
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS = ["reproduce", "test", "lint", "bench.aggregate", "bench.crops", "bench.pipeline", "bench.gpu",
+         "data.demo", "kernels.build", "kernels.check"]
+
+
+def _invoke(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+
+
+def _load_tasks() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("iwc_tasks", ROOT / "tasks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _commands(task, *args, **kwargs) -> list[str]:
+    """The shell commands a task would run, recorded instead of run."""
+    c = MockContext(run=Result(), repeat=True)
+    task(c, *args, **kwargs)
+    return [call.args[0] for call in c.run.call_args_list]
+
+
+def test_list_shows_every_documented_task_with_its_help():
+    done = _invoke("--list")
+    assert done.returncode == 0, done.stderr
+    listed = {line.split()[0]: line for line in done.stdout.splitlines() if line.startswith("  ") and line.strip()
+              and not line.startswith("    ")}
+    assert sorted(listed) == sorted(TASKS)
+    assert all(len(line.split()) > 1 for line in listed.values())  # each task has a help line
+
+
+def test_dry_data_demo_echoes_the_command_without_running_it(tmp_path):
+    out = tmp_path / "demo-out"
+    done = _invoke("--dry", "data.demo", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert f"-m iwc.cli demo-data {out} --seed 0 --scale medium" in done.stdout
+    assert not out.exists()
+
+
+def test_collection_holds_exactly_the_documented_tasks():
+    assert sorted(_load_tasks().ns.task_names) == sorted(TASKS)
+
+
+@pytest.mark.parametrize("name", ["aggregate", "crops", "pipeline", "gpu"])
+def test_bench_tasks_run_their_script_into_results(name):
+    tasks = _load_tasks()
+    (command,) = _commands(getattr(tasks, f"bench_{name}"))
+    assert command == f"{sys.executable} benchmarks/{name}.py --out benchmarks/results/{name}.json"
+    assert (ROOT / "benchmarks" / f"{name}.py").is_file()
+
+
+def test_data_demo_and_test_pass_their_options():
+    tasks = _load_tasks()
+    assert _commands(tasks.data_demo, out="x/y", seed=3, scale="small") == [
+        f"{sys.executable} -m iwc.cli demo-data x/y --seed 3 --scale small"]
+    assert _commands(tasks.test, k="cli") == [f"{sys.executable} -m pytest -k 'cli'"]
+    assert _commands(tasks.test) == [f"{sys.executable} -m pytest"]
