@@ -207,7 +207,8 @@ def test_megadetector_results(files: dict, labels: dict[str, int]) -> None:
                 person_frames.add(m["id"])
     human_frames = {i for i, c in labels.items() if c == HUMAN}
     assert person_frames <= human_frames and len(person_frames) > len(human_frames) / 2
-    assert 0.05 < np.median(widths) < 0.16  # animals are small in the frame
+    # animals take a minority of the frame (large enough for a random-init CPU model to see at 64 px)
+    assert 0.1 < np.median(widths) < 0.35
     best = {m["id"]: m["max_detection_conf"] for m in md["images"]}
     missed = np.mean([best[i] <= 0.3 for i, c in labels.items() if c != EMPTY])
     false_boxes = np.mean([best[i] > 0.3 for i, c in labels.items() if c == EMPTY])
