@@ -10,9 +10,9 @@ import pytest
 from slugify import slugify as kaggle_slugify  # what the kaggle client checks titles against
 
 from iwc.errors import IwcError
-from iwc.kaggle.bundle import SPECS, build_kernels, check_fresh, package_sources, render_script
+from iwc.kaggle.bundle import SPECS, build_kernels, check_fresh, needs_hub, package_sources, render_script
 from iwc.provenance import PACKAGE_DIR, code_hash, hash_sources
-from iwc.recipe import DEMO, REFERENCE
+from iwc.recipe import DEMO, REFERENCE, load_recipe
 
 CORE = ("__init__.py", "errors.py", "io.py", "layout.py", "recipe.py", "stages/__init__.py")
 
@@ -77,7 +77,10 @@ def test_staleness_is_detected(tmp_path):
     changed = FAKE_STAGES | {"errors.py": FAKE_STAGES["errors.py"] + "# changed\n"}
     scripts = ["full/iwc_full.py", "crop/iwc_crop.py", "aggregate/iwc_aggregate.py"]
     assert check_fresh(tmp_path, DEMO, "someone", sources=changed) == scripts
-    assert check_fresh(tmp_path, REFERENCE, "someone", sources=FAKE_STAGES) == scripts
+    # the reference recipe also differs in metadata: its pretrained models need the internet (timm's hub)
+    assert check_fresh(tmp_path, REFERENCE, "someone", sources=FAKE_STAGES) == [
+        "full/iwc_full.py", "full/kernel-metadata.json", "crop/iwc_crop.py", "crop/kernel-metadata.json",
+        "aggregate/iwc_aggregate.py"]
     assert check_fresh(tmp_path, DEMO, "other", sources=FAKE_STAGES) == [
         "full/kernel-metadata.json", "crop/kernel-metadata.json", "aggregate/kernel-metadata.json"]
     (tmp_path / "crop" / "iwc_crop.py").unlink()
@@ -104,6 +107,13 @@ def test_metadata(tmp_path):
     assert metas["crop"]["dataset_sources"] == ["me/weights"]
     assert metas["full"]["kernel_sources"] == metas["crop"]["kernel_sources"] == []
     assert metas["aggregate"]["kernel_sources"] == [metas["full"]["id"], metas["crop"]["id"]]
+
+
+def test_internet_only_where_weights_come_from_the_hub():
+    assert [needs_hub(REFERENCE, s) for s in SPECS] == [True, True, False]
+    assert [needs_hub(DEMO, s) for s in SPECS] == [False, False, False]
+    local = load_recipe("reference", ['full.weights_file="/kaggle/input/w/resnet50.pth"'])
+    assert [needs_hub(local, s) for s in SPECS] == [False, True, False]
 
 
 def test_script_is_readable_text():

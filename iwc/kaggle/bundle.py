@@ -103,8 +103,11 @@ def render_script(stage: str, entry: str, recipe: Recipe, sources: Mapping[str, 
     return "".join(parts)
 
 
-def kernel_metadata(spec: KernelSpec, owner: str, extra_datasets: Iterable[str] = ()) -> dict:
-    """The `kernel-metadata.json` content for one stage (every field Kaggle would otherwise default)."""
+def kernel_metadata(spec: KernelSpec, owner: str, extra_datasets: Iterable[str] = (), internet: bool = False) -> dict:
+    """The `kernel-metadata.json` content for one stage (every field Kaggle would otherwise default).
+
+    `internet`: whether the kernel may reach the network (timm's hub for pretrained weights).
+    """
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", owner):
         raise IwcError(f"Kaggle owner {owner!r} is not a user name: pass your Kaggle user name")
     return {
@@ -115,13 +118,19 @@ def kernel_metadata(spec: KernelSpec, owner: str, extra_datasets: Iterable[str] 
         "kernel_type": "script",
         "is_private": True,
         "enable_gpu": True,
-        "enable_internet": False,  # the client defaults it to true
+        "enable_internet": internet,  # always explicit: the client defaults it to true
         "machine_shape": MACHINE_SHAPE,
         "competition_sources": [COMPETITION_SLUG],
         "dataset_sources": sorted({*spec.datasets, *extra_datasets}),
         "kernel_sources": [f"{owner}/{SPECS[s].slug}" for s in spec.upstream],
         "docker_image_pinning_type": "original",
     }
+
+
+def needs_hub(recipe: Recipe, stage: str) -> bool:
+    """Whether a stage downloads pretrained weights from timm's hub (pretrained, no local weights file)."""
+    model = {"full": recipe.full, "crop": recipe.crop}.get(stage)
+    return model is not None and model.pretrained and not model.weights_file
 
 
 def render_kernels(
@@ -145,7 +154,7 @@ def render_kernels(
     for stage in stages:
         spec = SPECS[stage]
         files[f"{stage}/{spec.code_file}"] = render_script(stage, spec.entry, recipe, sources)
-        meta = kernel_metadata(spec, owner, extra_datasets.get(stage, ()))
+        meta = kernel_metadata(spec, owner, extra_datasets.get(stage, ()), needs_hub(recipe, stage))
         files[f"{stage}/{METADATA_FILE}"] = json.dumps(meta, indent=2, sort_keys=True) + "\n"
     return files
 
