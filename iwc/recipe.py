@@ -139,6 +139,7 @@ REFERENCE = Recipe(
         ),
     ),
     crop=Model(
+        cache_size=128,  # the crops are cut at 128 px (Crops.size): caching them larger adds nothing
         batch_size=128,
         stages=(
             Stage(epochs=12, lr_lo=3e-3, lr_hi=3e-3, frozen=True),
