@@ -12,6 +12,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from iwc.data.categories import EMPTY
 from iwc.errors import IwcError
 from iwc.probs import ProbTable
 from iwc.recipe import Blend, Recipe
@@ -66,7 +67,7 @@ def blend(full: ProbTable, crop: ProbTable, weights: Blend) -> ProbTable:
     return ProbTable(full.image_ids, ids, probs)
 
 
-def sequence_vote(predicted: np.ndarray, seq_keys: np.ndarray, empty_id: int = 0) -> np.ndarray:
+def sequence_vote(predicted: np.ndarray, seq_keys: np.ndarray, empty_id: int = EMPTY) -> np.ndarray:
     """(N,) int64: every image gets its sequence's winning category (the reference rule).
 
     `predicted` holds each image's category id, `seq_keys` its sequence key (any hashable values,

@@ -49,12 +49,13 @@ def _stage(args: argparse.Namespace) -> None:
     import importlib
     import os
 
+    from iwc.layout import INPUT_ENV, WORKING_ENV
     from iwc.recipe import load_recipe
 
     if args.input_root:
-        os.environ["IWC_INPUT_ROOT"] = str(Path(args.input_root).resolve())
+        os.environ[INPUT_ENV] = str(Path(args.input_root).resolve())
     if args.working_dir:
-        os.environ["IWC_WORKING_DIR"] = str(Path(args.working_dir).resolve())
+        os.environ[WORKING_ENV] = str(Path(args.working_dir).resolve())
     recipe = load_recipe(args.recipe, args.set)
     importlib.import_module(f"iwc.stages.{args.name}").main(recipe)
 

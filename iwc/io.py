@@ -45,6 +45,16 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         f.write("\n")
 
 
+def read_json_object(path: str | os.PathLike) -> dict[str, Any]:
+    """A JSON object from `path`; {} when the file is absent, unreadable or not an object (e.g. a state
+    file left by an earlier run, which is then treated as no state)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     """Write `text` atomically (UTF-8, no newline translation)."""
     with atomic_write(path, "w", encoding="utf-8", newline="") as f:

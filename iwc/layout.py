@@ -16,6 +16,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from iwc.data.competition import TRAIN_JSON
 from iwc.errors import IwcError
 
 INPUT_ENV = "IWC_INPUT_ROOT"
@@ -24,7 +25,7 @@ SCRATCH_ENV = "IWC_SCRATCH_DIR"
 
 COMPETITION_SLUG = "iwildcam-2020-fgvc7"
 RESIZED_DATASET = "qitvision/iwildcam2020-256"
-COMPETITION_MARKER = "iwildcam2020_train_annotations.json"
+COMPETITION_MARKER = TRAIN_JSON
 RESIZED_MARKER = "256_images"
 
 MAX_DEPTH = 4  # <root>/datasets/<owner>/<slug> is depth 3; one spare level for a nested upload

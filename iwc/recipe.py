@@ -188,11 +188,13 @@ def load_recipe(source: str | Path = "reference", overrides: list[str] | tuple[s
         path = Path(source)
         if not path.is_file():
             raise IwcError(f"recipe {source!r} is neither a named recipe {sorted(RECIPES)} nor a file")
-        text = path.read_text(encoding="utf-8")
         try:
+            text = path.read_text(encoding="utf-8")
             raw = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-        except (ValueError, tomllib.TOMLDecodeError) as e:
+        except (ValueError, tomllib.TOMLDecodeError) as e:  # ValueError covers bad UTF-8 and bad JSON
             raise IwcError(f"recipe file {path}: cannot parse: {e}") from e
+        if not isinstance(raw, dict):
+            raise IwcError(f"recipe file {path}: must hold a table of recipe sections, not {type(raw).__name__}")
         base = raw.pop("base", "reference")
         if base not in RECIPES:
             raise IwcError(f"recipe file {path}: base {base!r} is not one of {sorted(RECIPES)}")

@@ -17,13 +17,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from iwc.io import atomic_write
+from iwc.io import atomic_write, write_text
 
 STEPS = ("full", "crop", "blend", "final")
 STEP_NAMES = {
     "full": "full-image model",
     "crop": "crop model (no crop -> empty)",
-    "blend": "blend 0.3/0.7",
+    "blend": "blend (full + crop)",
     "final": "blend + sequence vote",
 }
 
@@ -86,8 +86,7 @@ def plot_per_location(locations: np.ndarray, truth: np.ndarray, preds: Mapping[s
 def write_report(path: Path, title: str, sections: Sequence[tuple[str, str]]) -> None:
     """Markdown file: a title, then (heading, body) sections."""
     body = "\n\n".join(f"## {heading}\n\n{text}" for heading, text in sections)
-    with atomic_write(path, "w", encoding="utf-8") as f:
-        f.write(f"# {title}\n\n{body}\n")
+    write_text(path, f"# {title}\n\n{body}\n")
 
 
 def _save(fig: plt.Figure, path: Path) -> None:

@@ -8,7 +8,6 @@ a changed key starts the stage afresh.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from iwc import layout
 from iwc.backends import run_local
 from iwc.data.competition import MD_JSON, SAMPLE_CSV, TEST_JSON, TRAIN_JSON
 from iwc.errors import IwcError
-from iwc.io import atomic_write, sha256_file, sha256_json, write_json
+from iwc.io import atomic_write, read_json_object, sha256_file, sha256_json, write_json
 from iwc.kaggle.bundle import DEFAULT_OWNER, SPECS, build_kernels
 from iwc.provenance import code_hash
 from iwc.recipe import Recipe
@@ -57,7 +56,7 @@ def reproduce(data_root: Path, recipe: Recipe, run_dir: Path, submission_dir: Pa
     metadata = _fingerprint_files(competition, (TRAIN_JSON, TEST_JSON, MD_JSON, SAMPLE_CSV))
     keys = {
         "full": sha256_json([code_hash(), recipe.section_hash(*STAGE_SECTIONS["full"]), metadata,
-                             _fingerprint_listing(resized / "256_images")]),
+                             _fingerprint_listing(resized / layout.RESIZED_MARKER)]),
         "crop": sha256_json([code_hash(), recipe.section_hash(*STAGE_SECTIONS["crop"]), metadata,
                              _fingerprint_listing(competition / "train"), _fingerprint_listing(competition / "test")]),
     }
@@ -82,7 +81,7 @@ def _run_stage(stage: str, kernel_file: Path, inputs: dict[str, Path], stage_dir
                env: dict[str, str], force: bool) -> bool:
     """Run one kernel unless it already finished with this key; returns whether it ran."""
     state_path = stage_dir / STATE_FILE
-    state = _read_state(state_path)
+    state = read_json_object(state_path)
     if not force and state.get("key") == key and state.get("complete"):
         print(f"[{stage}] unchanged (key {key[:12]}): skipped")
         return False
@@ -139,12 +138,6 @@ def _copy(src: Path, dst: Path) -> None:
     with open(src, "rb") as f, atomic_write(dst, "wb") as g:
         shutil.copyfileobj(f, g)
 
-
-def _read_state(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
-        return {}
 
 
 def _fingerprint_files(folder: Path, names: tuple[str, ...]) -> dict[str, str]:

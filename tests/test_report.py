@@ -42,7 +42,7 @@ def test_accuracy_table_has_a_row_per_step_and_a_column_per_set():
     assert lines[2:] == [
         "| full-image model | 0.5000 | 0.4000 |",
         "| crop model (no crop -> empty) | 0.2500 | - |",
-        "| blend 0.3/0.7 | 0.6250 | - |",
+        "| blend (full + crop) | 0.6250 | - |",
         "| blend + sequence vote | 0.7500 | 0.1235 |",
     ]
     assert len(lines) == 2 + len(STEPS)

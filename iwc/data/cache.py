@@ -9,7 +9,6 @@ done or failed and is saved every `FLUSH_EVERY` rows, so an interrupted build re
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +20,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from iwc.errors import IwcError
-from iwc.io import atomic_write, sha256_json, write_json
+from iwc.io import atomic_write, read_json_object, sha256_json, write_json
 
 IMAGES_FILE = "images.npy"
 META_FILE = "meta.json"
@@ -44,10 +43,14 @@ class ImageCache:
     def open(cls, cache_dir: str | os.PathLike) -> ImageCache:
         """Open a complete cache written by `build_cache`."""
         cache_dir = Path(cache_dir)
-        meta = _read_meta(cache_dir)
+        meta = read_json_object(cache_dir / META_FILE)
         if not meta.get("complete"):
             raise IwcError(f"{cache_dir} holds no complete image cache; run build_cache on it (it resumes)")
-        images = np.load(cache_dir / IMAGES_FILE, mmap_mode="r")
+        try:
+            images = np.load(cache_dir / IMAGES_FILE, mmap_mode="r")
+        except (OSError, ValueError) as e:  # deleted or damaged after the build finished
+            raise IwcError(f"{cache_dir / IMAGES_FILE} is unreadable ({e}); delete {cache_dir} and build the "
+                           "cache again") from e
         if images.shape != (len(meta["ids"]), meta["size"], meta["size"], 3):
             raise IwcError(f"{cache_dir / IMAGES_FILE} does not match {META_FILE}; delete {cache_dir} "
                            "and build the cache again")
@@ -73,7 +76,7 @@ def build_cache(paths: Sequence[str | os.PathLike], ids: Sequence[str], size: in
     if size < 1:
         raise IwcError(f"build_cache: size must be a positive pixel count, got {size}")
     fingerprint = source_fingerprint(paths, ids, size)
-    meta = _read_meta(cache_dir)
+    meta = read_json_object(cache_dir / META_FILE)
     if meta.get("fingerprint") == fingerprint and meta.get("complete"):
         return ImageCache.open(cache_dir)
     resumed = _resume(cache_dir, fingerprint, len(ids), size) if meta.get("fingerprint") == fingerprint \
@@ -168,11 +171,3 @@ def _meta(fingerprint: str, ids: list[str], size: int, failed: list[str] | None)
     """meta.json content; `failed=None` marks a build in progress."""
     return {"format": FORMAT, "fingerprint": fingerprint, "size": size, "ids": ids,
             "complete": failed is not None, "failed": failed or []}
-
-
-def _read_meta(cache_dir: Path) -> dict:
-    """meta.json as a dict; {} when absent or unreadable (treated as no cache)."""
-    try:
-        return json.loads((cache_dir / META_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}

@@ -16,6 +16,8 @@ import numpy as np
 from iwc.errors import IwcError
 from iwc.io import write_json
 
+EMPTY = 0  # the competition's category id of empty frames (no animal)
+
 
 class CategoryMap:
     """Class index i <-> `category_ids[i]`; the ids are original sparse ints, strictly increasing."""

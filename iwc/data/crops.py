@@ -7,7 +7,6 @@ boxes allow, at a reduced JPEG scale (PIL draft mode: the decoder skips most of 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -19,7 +18,7 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from iwc.errors import IwcError
-from iwc.io import atomic_write, write_json
+from iwc.io import atomic_write, read_json_object, write_json
 
 ANIMAL = 1  # MegaDetector category id (2 = person, 3 = vehicle)
 RULES = ("best", "all")
@@ -192,7 +191,7 @@ def _is_crop(path: Path, size: int) -> bool:
 def _claim_out_dir(out_dir: Path, settings: dict, crop_ids: Iterable[str]) -> None:
     """Record the crop settings in `out_dir`, refusing to mix crops made with other settings."""
     stamp = out_dir / SETTINGS_FILE
-    if stamp.is_file() and json.loads(stamp.read_text(encoding="utf-8")) == settings:
+    if read_json_object(stamp) == settings:
         return
     clash = next((c for c in crop_ids if (out_dir / f"{c}.jpg").exists()), None)
     if clash is not None:

@@ -31,12 +31,14 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from iwc.data.competition import MD_JSON, SAMPLE_CSV, TEST_JSON, TRAIN_JSON
+from iwc.data.categories import EMPTY
+from iwc.data.competition import DATETIME_FORMAT, MD_JSON, SAMPLE_CSV, TEST_JSON, TRAIN_JSON
 from iwc.errors import IwcError
 from iwc.io import write_json, write_text
+from iwc.layout import COMPETITION_SLUG, RESIZED_DATASET, RESIZED_MARKER
 
-COMPETITION = "iwildcam-2020-fgvc7"  # folder names as the Kaggle downloads name them
-RESIZED = "iwildcam2020-256"
+COMPETITION = COMPETITION_SLUG  # folder names as the Kaggle downloads name them
+RESIZED = RESIZED_DATASET.split("/")[1]
 GROUND_TRUTH = "ground_truth"
 RESIZED_SIZE = 256
 
@@ -62,7 +64,7 @@ SCALES = {
 FRAME_SIZES = ((640, 480), (600, 400), (640, 360))  # original (width, height); one per location
 EMPTY_SHARE = 0.35  # share of visits that are empty triggers
 NIGHT_SKIP = 0.5  # chance to push a visit that falls at night to a later time (~30% night frames)
-EMPTY, HUMAN = 0, 75
+HUMAN = 75
 
 
 @dataclass(frozen=True)
@@ -250,7 +252,7 @@ def _write_images(rng: np.random.Generator, root: Path, f: _Frame) -> dict:
     _put(root / COMPETITION / f.split / f"{f.id}.jpg", buf.getvalue())
     buf = io.BytesIO()
     image.resize((RESIZED_SIZE, RESIZED_SIZE), Image.BOX).save(buf, "JPEG", quality=90)
-    _put(root / RESIZED / "256_images" / f.split / "images" / f"{f.id}.jpg", buf.getvalue())
+    _put(root / RESIZED / RESIZED_MARKER / f.split / "images" / f"{f.id}.jpg", buf.getvalue())
     boxes.sort(key=lambda b: -b["conf"])
     return {"id": f.id, "max_detection_conf": boxes[0]["conf"] if boxes else 0.0, "detections": boxes}
 
@@ -258,7 +260,7 @@ def _write_images(rng: np.random.Generator, root: Path, f: _Frame) -> dict:
 def _plant_defects(root: Path, corrupt: tuple[str, ...], missing: tuple[str, ...]) -> None:
     """Truncate the `corrupt` originals (as an interrupted copy leaves them) and drop them from the 256
     set, as the real resized dataset lacks the corrupt files; delete the `missing` images everywhere."""
-    originals, resized = root / COMPETITION / "train", root / RESIZED / "256_images" / "train" / "images"
+    originals, resized = root / COMPETITION / "train", root / RESIZED / RESIZED_MARKER / "train" / "images"
     for image_id in corrupt:
         path = originals / f"{image_id}.jpg"
         os.truncate(path, path.stat().st_size * 2 // 5)
@@ -301,7 +303,7 @@ def _categories(train: list[_Frame]) -> list[dict]:
 def _image_record(f: _Frame) -> dict:
     return {"id": f.id, "file_name": f"{f.id}.jpg", "location": f.location.id, "seq_id": f.seq_id,
             "seq_num_frames": f.seq_num_frames, "frame_num": f.frame_num,
-            "datetime": f.when.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
+            "datetime": f.when.strftime(DATETIME_FORMAT)[:-3],
             "width": f.location.size[0], "height": f.location.size[1]}
 
 

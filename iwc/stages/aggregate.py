@@ -14,8 +14,10 @@ import pandas as pd
 
 from iwc import layout
 from iwc.aggregate import blend, combine
-from iwc.data.competition import Competition
+from iwc.data.categories import EMPTY
+from iwc.data.competition import SAMPLE_CSV, Competition
 from iwc.data.sequences import assign_sequences
+from iwc.errors import IwcError
 from iwc.io import write_text
 from iwc.probs import ProbTable
 from iwc.recipe import Recipe
@@ -24,8 +26,6 @@ from iwc.stages.common import manifest_name, setup_logging
 from iwc.submission import assemble, write_submission
 
 log = logging.getLogger(__name__)
-
-EMPTY = 0  # category id of empty frames: the crop model's answer where it has no crop
 
 
 def main(recipe: Recipe) -> None:
@@ -39,10 +39,10 @@ def main(recipe: Recipe) -> None:
         for split in ("val", "test"):
             tables[stage, split] = ProbTable.load(folder / f"{stage}_{split}.npz")
 
-    val_images = comp.train.set_index("id").loc[tables["full", "val"].image_ids].reset_index()
+    val_images = _rows_of(comp.train, tables["full", "val"])
     val = step_predictions(tables["full", "val"], tables["crop", "val"], val_images, recipe)
     test = step_predictions(tables["full", "test"], tables["crop", "test"],
-                            comp.test.set_index("id").loc[tables["full", "test"].image_ids].reset_index(), recipe)
+                            _rows_of(comp.test, tables["full", "test"]), recipe)
     truth = val_images["category_id"].to_numpy()
     val_acc = accuracies({s: val[s].to_numpy() for s in STEPS}, truth)
 
@@ -50,7 +50,7 @@ def main(recipe: Recipe) -> None:
                .to_csv(index=False, lineterminator="\n"))
     write_text(work / "predictions.csv", test.to_csv(index=False, lineterminator="\n"))
     submission = assemble(comp.sample, test.set_index("Id")["final"])
-    write_submission(submission, work, {"sample_submission": comp.root / "sample_submission.csv"},
+    write_submission(submission, work, {"sample_submission": comp.root / SAMPLE_CSV},
                      sample=comp.sample, category_ids=comp.categories["id"].tolist(),
                      extra={"recipe": recipe.to_dict(), "validation_accuracy": val_acc})
 
@@ -64,6 +64,16 @@ def main(recipe: Recipe) -> None:
                        "![confusion matrix](confusion_matrix.png)\n\n![accuracy per location](per_location.png)"),
     ])
     log.info("validation accuracy: %s", ", ".join(f"{s} {a:.4f}" for s, a in val_acc.items()))
+
+
+def _rows_of(images: pd.DataFrame, table: ProbTable) -> pd.DataFrame:
+    """The rows of `images` (competition frame with `id`) in `table`'s row order."""
+    indexed = images.set_index("id")
+    unknown = table.image_ids[~np.isin(table.image_ids, indexed.index)]
+    if len(unknown):
+        raise IwcError(f"{len(unknown)} model-table images are not in the competition data (e.g. "
+                       f"{', '.join(unknown[:3])}): rerun the full and crop kernels on this competition data")
+    return indexed.loc[table.image_ids].reset_index()
 
 
 def step_predictions(full: ProbTable, crop: ProbTable, images: pd.DataFrame, recipe: Recipe) -> pd.DataFrame:

@@ -48,7 +48,7 @@ def per_image(table: ProbTable, crops: pd.DataFrame) -> ProbTable:
     """Crop rows -> image rows: the confidence-weighted mean of an image's crops (one crop: itself)."""
     info = crops.set_index("row_id").loc[table.image_ids]
     image_codes, image_ids = pd.factorize(info["image_id"])
-    weights = info["conf"].to_numpy(np.float64)
+    weights = np.maximum(info["conf"].to_numpy(np.float64), 1e-6)  # a zero-confidence box still counts
     sums = np.zeros((len(image_ids), len(table.category_ids)))
     np.add.at(sums, image_codes, table.probs * weights[:, None])
     totals = np.bincount(image_codes, weights=weights, minlength=len(image_ids))

@@ -16,7 +16,7 @@ from iwc.stages.common import setup_logging, train_model, write_outputs
 def main(recipe: Recipe) -> None:
     setup_logging()
     comp = Competition.load(layout.find_competition())
-    images = layout.find_resized() / "256_images"
+    images = layout.find_resized() / layout.RESIZED_MARKER
     work = layout.working_dir()
     train = comp.train.assign(
         row_id=comp.train["id"],

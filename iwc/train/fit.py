@@ -96,9 +96,8 @@ def fit(model: nn.Module, train_images: np.ndarray, train_labels: np.ndarray, va
                 record.update(_validate(model, val_images, val_labels, m, device))
             history.append(record)
             _save_checkpoint(path, {
-                "key": key, "stage": si, "epoch": epoch + 1, "global_step": len(history) * steps_per_epoch,
-                "model": model.state_dict(), "trainer": trainer.state_dict(), "rng": rng.state_dict(),
-                "history": history,
+                "key": key, "stage": si, "epoch": epoch + 1, "model": model.state_dict(),
+                "trainer": trainer.state_dict(), "rng": rng.state_dict(), "history": history,
             })
             write_json(out_dir / HISTORY, history)
             if epoch + 1 == stage.epochs and si + 1 < len(m.stages):  # plots cost ~1 s: once per stage
@@ -295,7 +294,7 @@ def _read_checkpoint(path: Path, key: str) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated or foreign file: torch raises several error types
         raise IwcError(f"checkpoint {path} is unreadable ({e}); delete it to train from the start") from e
-    if state.get("key") != key:
+    if not isinstance(state, dict) or state.get("key") != key:
         raise IwcError(f"checkpoint {path} belongs to another recipe, seed or data set; delete it to train "
                        "from the start, or use another output folder")
     return state
