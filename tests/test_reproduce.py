@@ -11,6 +11,8 @@ import sys
 import pandas as pd
 import pytest
 
+from iwc.backends import mount_inputs
+from iwc.cli import main
 from iwc.recipe import load_recipe
 from iwc.report import STEPS
 from iwc.reproduce import reproduce
@@ -97,3 +99,16 @@ def test_same_seed_gives_a_byte_identical_submission(first, small_demo):
 def _category_ids(demo):
     data = json.loads((demo.competition_dir / "iwildcam2020_train_annotations.json").read_text())
     return [c["id"] for c in data["categories"]]
+
+
+def test_iwc_stage_runs_the_aggregator_in_process(first, small_demo, tmp_path):
+    tmp, _, _ = first
+    stages = tmp / "runs" / "b" / "stages"
+    root = mount_inputs({"competitions/iwildcam-2020-fgvc7": small_demo.competition_dir,
+                         "notebooks/me/full": stages / "full" / "working",
+                         "notebooks/me/crop": stages / "crop" / "working"}, tmp_path / "input")
+    args = ["stage", "aggregate", "--input-root", str(root), "--working-dir", str(tmp_path / "out"),
+            "--recipe", "demo", *[a for o in TINY for a in ("--set", o)]]
+    assert main(args) == 0
+    assert (tmp_path / "out" / "submission.csv").read_bytes() == \
+        (tmp / "submissions" / "b" / "submission.csv").read_bytes()

@@ -8,6 +8,8 @@ rows are images for the full model and crops for the crop model.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +62,11 @@ def device() -> torch.device:
 
 
 def setup_logging() -> None:
+    """Timestamped INFO logs; progress bars that redraw at most every 10 s when the output is a log file
+    (a Kaggle session, the local backend), where every redraw would otherwise be kept."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not sys.stderr.isatty():
+        os.environ.setdefault("TQDM_MININTERVAL", "10")
 
 
 def train_model(name: str, m: Model, seed: int, train: pd.DataFrame, test: pd.DataFrame, work: Path) -> Trained:
