@@ -164,9 +164,10 @@ _DEMO_MODEL = Model(
 )
 DEMO = Recipe(
     name="demo",
-    # the full-image task is the harder one (small animals, new backgrounds): it gets more epochs
-    full=replace(_DEMO_MODEL, stages=(replace(_DEMO_MODEL.stages[0], mixup=0.4),
-                                      replace(_DEMO_MODEL.stages[1], epochs=10, mixup=0.4))),
+    # The full-image task is the harder one from random init (small animals, new backgrounds): more
+    # epochs, and lighter mixup than the reference's 0.4 (which kept it near the empty rate here).
+    full=replace(_DEMO_MODEL, stages=(replace(_DEMO_MODEL.stages[0], mixup=0.2),
+                                      replace(_DEMO_MODEL.stages[1], epochs=10, mixup=0.2))),
     crop=_DEMO_MODEL,
     crops=Crops(size=72),
     split=Split(method="location", val_fraction=0.25),
