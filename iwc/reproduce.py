@@ -49,8 +49,12 @@ def reproduce(data_root: Path, recipe: Recipe, run_dir: Path, submission_dir: Pa
     `truth` (an `Id,Category` CSV of test labels, known for the synthetic competition) adds test-set
     accuracy to the table. `force` reruns every stage.
     """
-    competition = layout.find_competition(data_root)
-    resized = layout.find_resized(data_root)
+    try:
+        competition = layout.find_competition(data_root)
+        resized = layout.find_resized(data_root)
+    except IwcError as e:
+        raise IwcError(f"{e}\nFor a local run, put the competition files and the 256 px dataset under {data_root} "
+                       "as Kaggle's downloads lay them out, or try `invoke reproduce --demo`.") from e
     run_dir, submission_dir = Path(run_dir).resolve(), Path(submission_dir).resolve()
     kernels = {Path(k).name: Path(k) for k in build_kernels(run_dir / "kernels", recipe, owner)}
     metadata = _fingerprint_files(competition, (TRAIN_JSON, TEST_JSON, MD_JSON, SAMPLE_CSV))

@@ -13,6 +13,7 @@ import pytest
 
 from iwc.backends import mount_inputs
 from iwc.cli import main
+from iwc.errors import IwcError
 from iwc.recipe import load_recipe
 from iwc.report import STEPS
 from iwc.reproduce import reproduce
@@ -112,3 +113,9 @@ def test_iwc_stage_runs_the_aggregator_in_process(first, small_demo, tmp_path):
     assert main(args) == 0
     assert (tmp_path / "out" / "submission.csv").read_bytes() == \
         (tmp / "submissions" / "b" / "submission.csv").read_bytes()
+
+
+def test_missing_data_says_where_to_put_it(tmp_path):
+    with pytest.raises(IwcError, match="invoke reproduce --demo"):
+        reproduce(tmp_path, load_recipe("demo"), tmp_path / "runs", tmp_path / "submissions")
+    assert not (tmp_path / "runs").exists()
