@@ -123,11 +123,18 @@ def combine(full: ProbTable, crop: ProbTable, seq_keys: pd.Series, recipe: Recip
     `seq_keys` maps image id (index) -> sequence key. Returns a Series image id -> category id in
     `full`'s row order, ready for `iwc.submission.assemble`.
     """
-    vote = recipe.sequences.vote
-    if vote != "none" and vote not in _VOTES:
-        raise IwcError(f"unknown sequence vote {vote!r}; use one of {['none', *sorted(_VOTES)]}")
-    table = blend(full, crop, recipe.blend)
-    if vote == "none":
+    return vote(blend(full, crop, recipe.blend), seq_keys, recipe.sequences.vote)
+
+
+def vote(table: ProbTable, seq_keys: pd.Series, method: str) -> pd.Series:
+    """Each image's category after the sequence vote `method` ("majority" | "mean_prob" | "none").
+
+    `seq_keys` maps image id (index) -> sequence key. Returns a Series image id -> category id in the
+    table's row order.
+    """
+    if method != "none" and method not in _VOTES:
+        raise IwcError(f"unknown sequence vote {method!r}; use one of {['none', *sorted(_VOTES)]}")
+    if method == "none":
         categories = table.argmax_category()
     else:
         if not seq_keys.index.is_unique:
@@ -135,7 +142,7 @@ def combine(full: ProbTable, crop: ProbTable, seq_keys: pd.Series, recipe: Recip
         keys = seq_keys.reindex(table.image_ids)
         if keys.isna().any():
             raise _missing_ids(table.image_ids[keys.isna().to_numpy()], "images", "the sequence keys")
-        categories = _VOTES[vote](table, keys.to_numpy())
+        categories = _VOTES[method](table, keys.to_numpy())
     return pd.Series(categories, index=pd.Index(table.image_ids, name="image_id"), name="category_id")
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from iwc import layout
-from iwc.aggregate import blend, combine
+from iwc.aggregate import blend, vote
 from iwc.data.categories import EMPTY
 from iwc.data.competition import SAMPLE_CSV, Competition
 from iwc.data.sequences import assign_sequences
@@ -44,7 +44,8 @@ def main(recipe: Recipe) -> None:
     test = step_predictions(tables["full", "test"], tables["crop", "test"],
                             _rows_of(comp.test, tables["full", "test"]), recipe)
     truth = val_images["category_id"].to_numpy()
-    val_acc = accuracies({s: val[s].to_numpy() for s in STEPS}, truth)
+    val_steps = {s: val[s].to_numpy() for s in STEPS}
+    val_acc = accuracies(val_steps, truth)
 
     write_text(work / "validation.csv", val.assign(truth=truth, location=val_images["location"].to_numpy())
                .to_csv(index=False, lineterminator="\n"))
@@ -56,8 +57,7 @@ def main(recipe: Recipe) -> None:
 
     names = dict(zip(comp.categories["id"].tolist(), comp.categories["name"].tolist(), strict=True))
     plot_confusion(truth, val["final"].to_numpy(), names, work / "confusion_matrix.png")
-    plot_per_location(val_images["location"].to_numpy(), truth, {s: val[s].to_numpy() for s in STEPS},
-                      work / "per_location.png")
+    plot_per_location(val_images["location"].to_numpy(), truth, val_steps, work / "per_location.png")
     write_report(work / "report.md", f"iwc run: recipe {recipe.name!r}", [
         ("Accuracy", accuracy_table({"validation (held-out locations)": val_acc})),
         ("Validation", f"{len(val)} images from {val_images['location'].nunique()} held-out locations.\n\n"
@@ -84,11 +84,12 @@ def step_predictions(full: ProbTable, crop: ProbTable, images: pd.DataFrame, rec
         raise ValueError("images must follow the full-model table's row order")
     crop_alone = pd.Series(crop.argmax_category(), index=crop.image_ids).reindex(ids, fill_value=EMPTY)
     keys = assign_sequences(images, recipe.sequences.method, recipe.sequences.gap_s)
-    final = combine(full, crop, pd.Series(keys.to_numpy(), index=ids), recipe)
+    blended = blend(full, crop, recipe.blend)
+    final = vote(blended, pd.Series(keys.to_numpy(), index=ids), recipe.sequences.vote)
     return pd.DataFrame({
         "Id": ids,
         "full": full.argmax_category(),
         "crop": crop_alone.to_numpy(np.int64),
-        "blend": blend(full, crop, recipe.blend).argmax_category(),
+        "blend": blended.argmax_category(),
         "final": final.to_numpy(np.int64),
     })
