@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -9,53 +10,50 @@ from invoke import Collection, task
 
 PY = sys.executable
 RESULTS = "benchmarks/results"
-DEMO_DATA = Path("data/demo")
+DEMO_DATA = "data/demo/medium-seed0"
+
+
+def _iwc(c, *args: str, **options) -> None:
+    """Run `iwc ARGS --option value ...`: None, False and "" are left out, True is a bare flag, a list repeats."""
+    words = [PY, "-m", "iwc.host.cli", *args]
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        for v in value if isinstance(value, list) else [value]:
+            if v is True:
+                words.append(flag)
+            elif v is not None and v is not False and v != "":
+                words += [flag, str(v)]
+    c.run(shlex.join(words), pty=False)
 
 
 @task(help={"demo": "use the built-in synthetic competition and the demo recipe",
-            "data": "folder holding the competition data (default data/kaggle; with --demo data/demo)",
+            "data": "folder holding the competition data (default data/kaggle; with --demo data/demo/<scale>-seed<N>)",
             "recipe": "recipe name or TOML file (default: reference, or demo with --demo)",
             "set": "override a recipe value, e.g. full.batch_size=64 (repeatable)",
             "run": "run name: runs/<run>/ and submissions/<run>/ (default: the recipe name)",
             "force": "rerun every stage even if its inputs are unchanged",
-            "seed": "seed of the synthetic competition (with --demo)"},
+            "seed": "the recipe's seed (training, split, TTA)",
+            "data_seed": "seed of the synthetic competition (with --demo)",
+            "scale": "size of the synthetic competition: small | medium",
+            "backend": "where the kernels run: local"},
       iterable=["set"])
-def reproduce(c, demo=False, data="", recipe="", set=None, run="", force=False, seed=0):
+def reproduce(c, demo=False, data="", recipe="", set=None, run="", force=False, seed=None, data_seed=None,
+              scale="", backend=""):
     """Build the kernels, run full + crop, then aggregate; assemble and validate submissions/<run>/."""
-    from iwc.errors import IwcError
-    from iwc.recipe import load_recipe
-    from iwc.reproduce import reproduce as run_all
-
-    try:
-        resolved = load_recipe(recipe or ("demo" if demo else "reference"), set or [])
-        root = Path(data) if data else (DEMO_DATA if demo else Path("data/kaggle"))
-        if demo and not (root / "ground_truth").is_dir():
-            from iwc.data.demo import write_demo
-
-            print(write_demo(root, seed=seed, scale="medium").summary())
-        truth = root / "ground_truth" / "test_labels.csv"
-        name = run or resolved.name
-        result = run_all(root, resolved, Path("runs") / name, Path("submissions") / name,
-                         truth=truth if truth.is_file() else None, force=force)
-    except IwcError as e:
-        sys.exit(f"error: {e}")
-    ran, skipped = ", ".join(result.ran) or "none", ", ".join(result.skipped) or "none"
-    print(f"\nstages run: {ran}; skipped (unchanged): {skipped}")
-    print(result.table)
-    print(f"\nsubmission: {result.submission_dir / 'submission.csv'} (validated); report: "
-          f"{result.submission_dir / 'report.md'}")
+    _iwc(c, "reproduce", demo=demo, data=data, recipe=recipe, set=set or [], run=run, force=force, seed=seed,
+         data_seed=data_seed, scale=scale, backend=backend)
 
 
 @task(name="demo", help={"out": "output folder", "seed": "random seed", "scale": "small | medium"})
-def data_demo(c, out=str(DEMO_DATA), seed=0, scale="medium"):
+def data_demo(c, out=DEMO_DATA, seed=0, scale="medium"):
     """Write the synthetic competition (exact real formats) to OUT."""
-    c.run(f"{PY} -m iwc.cli demo-data {out} --seed {seed} --scale {scale}")
+    _iwc(c, "demo-data", out, seed=seed, scale=scale)
 
 
 @task(name="build", help={"owner": "your Kaggle user name (default: a placeholder)"})
 def kernels_build(c, owner=""):
     """Regenerate kernels/<stage>/ from the package and the reference recipe."""
-    from iwc.kaggle.bundle import DEFAULT_OWNER, build_kernels
+    from iwc.host.bundle import DEFAULT_OWNER, build_kernels
     from iwc.recipe import REFERENCE
 
     for folder in build_kernels(Path("kernels"), REFERENCE, owner or DEFAULT_OWNER):
@@ -65,7 +63,7 @@ def kernels_build(c, owner=""):
 @task(name="check")
 def kernels_check(c):
     """Fail if a committed kernel differs from a fresh build (run `invoke kernels.build`)."""
-    from iwc.kaggle.bundle import check_fresh
+    from iwc.host.bundle import check_fresh
     from iwc.recipe import REFERENCE
 
     stale = check_fresh(Path("kernels"), REFERENCE)

@@ -6,7 +6,7 @@ competition dataset) and yield the same augmented float32 (batch, 3, size, size)
 - cached: decode once into a uint8 memmap at `cache_size` (build rate reported separately), then per
   batch gather rows from the memmap -> torch -> `BatchAugment`, in the main process, timed at each
   torch thread count of `--threads`;
-- baseline: `iwc.train.baseline.make_loader`, PIL decode + torchvision transforms per sample in
+- baseline: `iwc.host.baseline.make_loader`, PIL decode + torchvision transforms per sample in
   DataLoader workers, the usual way.
 
 For context it also times timm resnet50 (random init, channels-last) training and inference at `size`
@@ -34,11 +34,11 @@ import torchvision
 from PIL import Image
 
 from iwc.data.cache import build_cache
+from iwc.host.baseline import make_loader
 from iwc.io import write_json
 from iwc.provenance import code_version
 from iwc.recipe import Augment
 from iwc.train.augment import BatchAugment
-from iwc.train.baseline import make_loader
 
 NUM_CLASSES = 267  # iWildCam 2020 category count; only sizes the model head
 

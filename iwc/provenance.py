@@ -10,11 +10,13 @@ from pathlib import Path
 import iwc
 
 PACKAGE_DIR = Path(iwc.__file__).resolve().parent
+HOST_DIR = "host"  # host-only code: never embedded in a kernel, never in a stage's code hash
 
 
-def source_files() -> list[Path]:
-    """Every `.py` file of the `iwc` package, sorted by relative path."""
-    return sorted(PACKAGE_DIR.rglob("*.py"), key=lambda p: p.relative_to(PACKAGE_DIR).as_posix())
+def source_files(package_dir: Path = PACKAGE_DIR) -> list[Path]:
+    """Every kernel-side `.py` file of the package (all but `host/`), sorted by relative path."""
+    files = (p for p in package_dir.rglob("*.py") if p.relative_to(package_dir).parts[0] != HOST_DIR)
+    return sorted(files, key=lambda p: p.relative_to(package_dir).as_posix())
 
 
 def hash_sources(sources: Mapping[str, str]) -> str:
@@ -25,10 +27,16 @@ def hash_sources(sources: Mapping[str, str]) -> str:
     return h.hexdigest()
 
 
+def package_hash(package_dir: Path) -> str:
+    """sha256 over the kernel-side source files under `package_dir`."""
+    return hash_sources({p.relative_to(package_dir).as_posix(): p.read_text(encoding="utf-8")
+                         for p in source_files(package_dir)})
+
+
 @functools.cache
 def code_hash() -> str:
-    """sha256 over the package's source files: changes when any code changes."""
-    return hash_sources({p.relative_to(PACKAGE_DIR).as_posix(): p.read_text(encoding="utf-8") for p in source_files()})
+    """sha256 over the installed package's kernel-side sources: changes when any kernel code changes."""
+    return package_hash(PACKAGE_DIR)
 
 
 def code_version() -> dict[str, str]:

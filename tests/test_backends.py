@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from iwc.backends import mount_inputs, run_local
 from iwc.errors import IwcError
-from iwc.kaggle.bundle import package_sources, render_script
+from iwc.host.backends.local import mount_inputs, run_local
+from iwc.host.bundle import package_sources, render_script
 from iwc.layout import COMPETITION_MARKER
 from iwc.recipe import DEMO
 

@@ -10,7 +10,7 @@ import pytest
 from slugify import slugify as kaggle_slugify  # what the kaggle client checks titles against
 
 from iwc.errors import IwcError
-from iwc.kaggle.bundle import SPECS, build_kernels, check_fresh, needs_hub, package_sources, render_script
+from iwc.host.bundle import SPECS, build_kernels, check_fresh, needs_hub, package_sources, render_script
 from iwc.provenance import PACKAGE_DIR, code_hash, hash_sources
 from iwc.recipe import DEMO, REFERENCE, load_recipe
 
@@ -100,8 +100,11 @@ def test_metadata(tmp_path):
         assert (tmp_path / stage / meta["code_file"]).is_file()
         assert (meta["language"], meta["kernel_type"], meta["docker_image_pinning_type"]) == (
             "python", "script", "original")
-        assert meta["is_private"] is True and meta["enable_gpu"] is True
-        assert meta["enable_internet"] is False and meta["machine_shape"] == "NvidiaTeslaT4"
+        assert meta["is_private"] is True and meta["enable_internet"] is False
+        if stage == "aggregate":  # blends tables on the CPU: no GPU quota spent on it
+            assert meta["enable_gpu"] is False and "machine_shape" not in meta
+        else:
+            assert meta["enable_gpu"] is True and meta["machine_shape"] == "NvidiaTeslaT4"
         assert meta["competition_sources"] == ["iwildcam-2020-fgvc7"]
     assert metas["full"]["dataset_sources"] == ["qitvision/iwildcam2020-256"]
     assert metas["crop"]["dataset_sources"] == ["me/weights"]

@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from iwc.cli import main
 from iwc.data.competition import SAMPLE_CSV, TRAIN_JSON
-from iwc.data.demo import DemoInfo
+from iwc.host.cli import main
+from iwc.host.demo import DemoInfo
 
 
 def _sample(demo: DemoInfo) -> Path:
@@ -53,7 +53,8 @@ def test_validate_lists_every_problem_in_one_message_without_traceback(small_dem
     broken = pd.concat([broken, broken.iloc[[2]], pd.DataFrame({"Id": ["not-a-test-image"], "Category": ["0"]})])
     sub = _write(broken, tmp_path / "submission.csv")
 
-    done = subprocess.run([sys.executable, "-m", "iwc.cli", "validate", str(sub), "--sample", str(_sample(small_demo))],
+    done = subprocess.run([sys.executable, "-m", "iwc.host.cli", "validate", str(sub),
+                           "--sample", str(_sample(small_demo))],
                           capture_output=True, text=True, timeout=60)
 
     assert done.returncode == 2

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from iwc.data.competition import MD_JSON, SAMPLE_CSV, TEST_JSON, TRAIN_JSON, Competition, check_images
-from iwc.data.demo import EMPTY, HUMAN, DemoInfo, write_demo
 from iwc.errors import IwcError
+from iwc.host.demo import EMPTY, HUMAN, DemoInfo, write_demo
 from iwc.io import sha256_file
 
 IMAGE_FIELDS = {"id": str, "file_name": str, "location": int, "seq_id": str, "seq_num_frames": int,

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from iwc.kaggle.bundle import check_fresh
+from iwc.host.bundle import check_fresh
 from iwc.recipe import REFERENCE
 
 KERNELS = Path(__file__).resolve().parent.parent / "kernels"

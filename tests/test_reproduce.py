@@ -11,12 +11,12 @@ import sys
 import pandas as pd
 import pytest
 
-from iwc.backends import mount_inputs
-from iwc.cli import main
 from iwc.errors import IwcError
+from iwc.host.backends.local import mount_inputs
+from iwc.host.cli import main
+from iwc.host.pipeline import reproduce
 from iwc.recipe import load_recipe
 from iwc.report import STEPS
-from iwc.reproduce import reproduce
 from iwc.submission import validate_file
 
 TINY = [f"{m}.{k}" for m in ("full", "crop") for k in (
@@ -57,7 +57,8 @@ def test_first_run_runs_every_stage_and_leaves_a_valid_submission(first, small_d
 
 def test_cli_validate_accepts_the_submission(first, small_demo):
     _, result, _ = first
-    done = subprocess.run([sys.executable, "-m", "iwc.cli", "validate", str(result.submission_dir / "submission.csv"),
+    done = subprocess.run([sys.executable, "-m", "iwc.host.cli", "validate",
+                           str(result.submission_dir / "submission.csv"),
                            "--sample", str(small_demo.competition_dir / "sample_submission.csv")],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

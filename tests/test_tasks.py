@@ -46,7 +46,7 @@ def test_dry_data_demo_echoes_the_command_without_running_it(tmp_path):
     out = tmp_path / "demo-out"
     done = _invoke("--dry", "data.demo", "--out", str(out))
     assert done.returncode == 0, done.stderr
-    assert f"-m iwc.cli demo-data {out} --seed 0 --scale medium" in done.stdout
+    assert f"-m iwc.host.cli demo-data {out} --seed 0 --scale medium" in done.stdout
     assert not out.exists()
 
 
@@ -65,6 +65,14 @@ def test_bench_tasks_run_their_script_into_results(name):
 def test_data_demo_and_test_pass_their_options():
     tasks = _load_tasks()
     assert _commands(tasks.data_demo, out="x/y", seed=3, scale="small") == [
-        f"{sys.executable} -m iwc.cli demo-data x/y --seed 3 --scale small"]
+        f"{sys.executable} -m iwc.host.cli demo-data x/y --seed 3 --scale small"]
     assert _commands(tasks.test, k="cli") == [f"{sys.executable} -m pytest -k 'cli'"]
     assert _commands(tasks.test) == [f"{sys.executable} -m pytest"]
+
+
+def test_reproduce_forwards_its_options_to_iwc_reproduce():
+    tasks = _load_tasks()
+    assert _commands(tasks.reproduce, demo=True, set=["blend.full_weight=0.5", "seed=3"], seed=0, data_seed=7,
+                     run="x y") == [
+        f"{sys.executable} -m iwc.host.cli reproduce --demo --set blend.full_weight=0.5 --set seed=3 "
+        "--run 'x y' --seed 0 --data-seed 7"]

@@ -13,11 +13,12 @@ from pathlib import Path
 
 from iwc.errors import IwcError
 
+DEMO_DATA = Path("data/demo")
 CATEGORIES_HELP = "competition folder or JSON with the category list (default: the sample's folder)"
 
 
 def _demo_data(args: argparse.Namespace) -> None:
-    from iwc.data.demo import write_demo
+    from iwc.host.demo import write_demo
 
     info = write_demo(Path(args.out), seed=args.seed, scale=args.scale, progress=not args.quiet)
     print(info.summary())
@@ -58,6 +59,34 @@ def _stage(args: argparse.Namespace) -> None:
         os.environ[WORKING_ENV] = str(Path(args.working_dir).resolve())
     recipe = load_recipe(args.recipe, args.set)
     importlib.import_module(f"iwc.stages.{args.name}").main(recipe)
+
+
+def _reproduce(args: argparse.Namespace) -> None:
+    from iwc.host.backends import get_backend
+    from iwc.host.demo import demo_root, write_demo
+    from iwc.host.pipeline import reproduce
+    from iwc.recipe import load_recipe
+
+    overrides = [*args.set, *([f"seed={args.seed}"] if args.seed is not None else [])]
+    recipe = load_recipe(args.recipe or ("demo" if args.demo else "reference"), overrides)
+    backend = get_backend(args.backend)
+    if args.demo:
+        root = Path(args.data) if args.data else demo_root(DEMO_DATA, args.data_seed, args.scale)
+        if not (root / "ground_truth").is_dir():
+            print(write_demo(root, seed=args.data_seed, scale=args.scale).summary())
+        else:
+            print(f"synthetic competition (seed {args.data_seed}, {args.scale}): reusing {root}")
+    else:
+        root = Path(args.data or "data/kaggle")
+    truth = root / "ground_truth" / "test_labels.csv"
+    name = args.run or recipe.name
+    result = reproduce(root, recipe, Path("runs") / name, Path("submissions") / name,
+                       truth=truth if truth.is_file() else None, force=args.force, backend=backend)
+    ran, skipped = ", ".join(result.ran) or "none", ", ".join(result.skipped) or "none"
+    print(f"\nstages run: {ran}; skipped (unchanged): {skipped}")
+    print(result.table)
+    print(f"\nsubmission: {result.submission_dir / 'submission.csv'} (validated); report: "
+          f"{result.submission_dir / 'report.md'}")
 
 
 def _recipe(args: argparse.Namespace) -> None:
@@ -129,12 +158,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--working-dir", help="output folder (default /kaggle/working)")
     _add_recipe_args(p)
 
+    p = add("reproduce", _reproduce, "generate the kernels, run full + crop, then aggregate; assemble and "
+                                     "validate submissions/<run>/")
+    p.add_argument("--demo", action="store_true", help="the built-in synthetic competition and the demo recipe")
+    p.add_argument("--data", help="folder holding the competition data (default data/kaggle; with --demo "
+                                  "data/demo/<scale>-seed<N>)")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic competition (with --demo)")
+    p.add_argument("--scale", choices=["small", "medium"], default="medium", help="size of the synthetic competition")
+    p.add_argument("--seed", type=int, help="the recipe's seed (training, split, TTA)")
+    p.add_argument("--run", help="run name: runs/<run>/ and submissions/<run>/ (default: the recipe name)")
+    p.add_argument("--force", action="store_true", help="rerun every stage even if its inputs are unchanged")
+    p.add_argument("--backend", default="local", help="where the kernels run: local")
+    _add_recipe_args(p, default="reference, or demo with --demo")
+
     _add_recipe_args(add("recipe", _recipe, "print a resolved recipe as JSON"))
     return parser
 
 
-def _add_recipe_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--recipe", default="reference", help="recipe name (reference | demo) or TOML file")
+def _add_recipe_args(p: argparse.ArgumentParser, default: str = "reference") -> None:
+    p.add_argument("--recipe", default=None if default != "reference" else default,
+                   help=f"recipe name (reference | demo) or TOML file (default: {default})")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe value, e.g. full.batch_size=64 (repeatable)")
 

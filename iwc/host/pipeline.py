@@ -17,17 +17,17 @@ import numpy as np
 import pandas as pd
 
 from iwc import layout
-from iwc.backends import run_local
 from iwc.data.competition import MD_JSON, SAMPLE_CSV, TEST_JSON, TRAIN_JSON
 from iwc.errors import IwcError
+from iwc.host.backends import Backend, KernelRun
+from iwc.host.backends.local import LocalBackend
+from iwc.host.bundle import DEFAULT_OWNER, build_kernels
 from iwc.io import atomic_write, read_json_object, sha256_file, sha256_json, write_json
-from iwc.kaggle.bundle import DEFAULT_OWNER, SPECS, build_kernels
 from iwc.provenance import code_hash
 from iwc.recipe import Recipe
 from iwc.report import STEPS, accuracies, accuracy_table, write_report
+from iwc.stages import SPECS, STAGES
 
-# Recipe sections each stage reads: changing any other section leaves the stage's key unchanged.
-STAGE_SECTIONS = {"full": ("full", "split"), "crop": ("crop", "crops", "split"), "aggregate": ("blend", "sequences")}
 STATE_FILE = "stage.json"
 COPIED = ("submission.csv", "manifest.json", "validation.csv", "predictions.csv", "confusion_matrix.png",
           "per_location.png")
@@ -43,12 +43,14 @@ class RunResult:
 
 
 def reproduce(data_root: Path, recipe: Recipe, run_dir: Path, submission_dir: Path, *,
-              truth: Path | None = None, force: bool = False, owner: str = DEFAULT_OWNER) -> RunResult:
+              truth: Path | None = None, force: bool = False, owner: str = DEFAULT_OWNER,
+              backend: Backend | None = None) -> RunResult:
     """Run the three kernels locally on the data under `data_root` and assemble `submission_dir`.
 
     `truth` (an `Id,Category` CSV of test labels, known for the synthetic competition) adds test-set
-    accuracy to the table. `force` reruns every stage.
+    accuracy to the table. `force` reruns every stage. `backend` runs the kernels (default: here).
     """
+    backend = backend or LocalBackend()
     try:
         competition = layout.find_competition(data_root)
         resized = layout.find_resized(data_root)
@@ -59,31 +61,32 @@ def reproduce(data_root: Path, recipe: Recipe, run_dir: Path, submission_dir: Pa
     kernels = {Path(k).name: Path(k) for k in build_kernels(run_dir / "kernels", recipe, owner)}
     metadata = _fingerprint_files(competition, (TRAIN_JSON, TEST_JSON, MD_JSON, SAMPLE_CSV))
     keys = {
-        "full": sha256_json([code_hash(), recipe.section_hash(*STAGE_SECTIONS["full"]), metadata,
+        "full": sha256_json([code_hash(), recipe.section_hash(*SPECS["full"].sections), metadata,
                              _fingerprint_listing(resized / layout.RESIZED_MARKER)]),
-        "crop": sha256_json([code_hash(), recipe.section_hash(*STAGE_SECTIONS["crop"]), metadata,
+        "crop": sha256_json([code_hash(), recipe.section_hash(*SPECS["crop"].sections), metadata,
                              _fingerprint_listing(competition / "train"), _fingerprint_listing(competition / "test")]),
     }
-    keys["aggregate"] = sha256_json([code_hash(), recipe.section_hash(*STAGE_SECTIONS["aggregate"]), metadata,
+    keys["aggregate"] = sha256_json([code_hash(), recipe.section_hash(*SPECS["aggregate"].sections), metadata,
                                      keys["full"], keys["crop"]])
     data_inputs = {f"competitions/{layout.COMPETITION_SLUG}": competition,
                    f"datasets/{layout.RESIZED_DATASET}": resized}
     env = {layout.SCRATCH_ENV: str(run_dir / "scratch")}
     result = RunResult(submission_dir)
-    for stage in ("full", "crop", "aggregate"):
+    for stage in STAGES:
+        spec = SPECS[stage]
         inputs = dict(data_inputs)
-        for upstream in SPECS[stage].upstream:
+        for upstream in spec.upstream:
             inputs[f"notebooks/{owner}/{SPECS[upstream].slug}"] = run_dir / "stages" / upstream / "working"
-        ran = _run_stage(stage, kernels[stage] / SPECS[stage].code_file, inputs, run_dir / "stages" / stage,
-                         keys[stage], env, force)
+        job = KernelRun(spec, kernels[stage], inputs, run_dir / "stages" / stage, env)
+        ran = _run_stage(backend, job, keys[stage], force)
         (result.ran if ran else result.skipped).append(stage)
     _assemble(run_dir / "stages", submission_dir, recipe, truth, keys, result)
     return result
 
 
-def _run_stage(stage: str, kernel_file: Path, inputs: dict[str, Path], stage_dir: Path, key: str,
-               env: dict[str, str], force: bool) -> bool:
+def _run_stage(backend: Backend, job: KernelRun, key: str, force: bool) -> bool:
     """Run one kernel unless it already finished with this key; returns whether it ran."""
+    stage, stage_dir = job.spec.name, job.stage_dir
     state_path = stage_dir / STATE_FILE
     state = read_json_object(state_path)
     if not force and state.get("key") == key and state.get("complete"):
@@ -94,8 +97,8 @@ def _run_stage(stage: str, kernel_file: Path, inputs: dict[str, Path], stage_dir
     else:
         print(f"[{stage}] resuming an interrupted run")
     write_json(state_path, {"key": key, "complete": False})
-    print(f"[{stage}] running {kernel_file.name}")
-    run_local(kernel_file, inputs, stage_dir, log_path=stage_dir / "log.txt", env=env)
+    print(f"[{stage}] running {job.spec.code_file} ({backend.name})")
+    backend.run(job)
     write_json(state_path, {"key": key, "complete": True})
     return True
 

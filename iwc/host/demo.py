@@ -43,6 +43,11 @@ GROUND_TRUTH = "ground_truth"
 RESIZED_SIZE = 256
 
 
+def demo_root(parent: Path, seed: int, scale: str) -> Path:
+    """Where the synthetic competition of this seed and scale lives under `parent`: one folder each."""
+    return Path(parent) / f"{scale}-seed{seed}"
+
+
 @dataclass(frozen=True)
 class Scale:
     """How big a demo competition is."""

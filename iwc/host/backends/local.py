@@ -15,9 +15,19 @@ import sys
 from pathlib import Path, PurePosixPath
 
 from iwc.errors import IwcError
+from iwc.host.backends.base import KernelRun
 from iwc.layout import INPUT_ENV, WORKING_ENV
 
 TAIL_LINES = 30  # log lines quoted when a kernel fails
+
+
+class LocalBackend:
+    """Runs each kernel here, in a subprocess of this Python, in a Kaggle-shaped folder layout."""
+
+    name = "local"
+
+    def run(self, job: KernelRun) -> Path:
+        return run_local(job.kernel_file, job.inputs, job.stage_dir, log_path=job.log_path, env=job.env)
 
 
 def run_local(
