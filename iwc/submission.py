@@ -7,9 +7,14 @@ validates first, so a bad submission never replaces a good one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-from collections.abc import Iterable, Mapping
+import shutil
+import signal
+import tempfile
+import threading
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -84,19 +89,23 @@ def read_predictions(path: str | os.PathLike) -> pd.Series:
     problems = _problems(df, None, None)
     if problems:
         raise IwcError(_report(f"predictions {path} are unusable", problems))
-    categories = pd.to_numeric(df["Category"]).astype(np.int64).to_numpy()
+    categories = df["Category"].map(int).to_numpy(dtype=np.int64)  # exact: every value fits int64 here
     return pd.Series(categories, index=pd.Index(df["Id"].astype(str), name="image_id"), name="category_id")
 
 
 def read_csv_strings(path: str | os.PathLike) -> pd.DataFrame:
     """A CSV with every field as a string (blank = ""), so nothing is coerced before it is checked."""
     path = Path(path)
+    if path.is_dir():
+        raise IwcError(f"{path} is a directory, not a CSV file: pass the CSV itself (e.g. {path / SUBMISSION_CSV})")
     if not path.is_file():
         raise IwcError(f"{path} does not exist")
     try:
         return pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise IwcError(f"{path} is not a readable CSV: {e}") from e
+        raise IwcError(f"{path} is not a readable CSV: {_one_line(e)}") from e
+    except OSError as e:
+        raise IwcError(f"cannot read {path}: {e.strerror or e}") from e
 
 
 def write_submission(
@@ -113,7 +122,8 @@ def write_submission(
     The CSV has the header `Id,Category` and '\\n' line endings (same frame => same bytes). The manifest
     holds the CSV's sha256, row count and category histogram, the sha256 of each named `inputs` file,
     `code_version()`, and the keys of `extra`. Everything is checked and hashed before anything is
-    written, and each file is written atomically: a failure leaves an existing submission untouched.
+    written, and the two files are written together (`_write_pair`): a failure (a full disk, a read-only
+    folder) is an `IwcError` and leaves an existing submission untouched.
     """
     check(df, sample, category_ids)
     out = pd.DataFrame({"Id": df["Id"].astype(str), "Category": pd.to_numeric(df["Category"]).astype(np.int64)})
@@ -134,9 +144,57 @@ def write_submission(
         raise IwcError(f"manifest extra keys {clash} clash with built-in keys; rename them")
     manifest.update(extra or {})
     out_dir = Path(out_dir)
-    write_text(out_dir / SUBMISSION_CSV, text)
-    write_json(out_dir / MANIFEST_JSON, manifest)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise IwcError(f"{out_dir} is a file, not a folder: pass a folder for {SUBMISSION_CSV} + {MANIFEST_JSON}")
+    try:
+        _write_pair(out_dir, text, manifest)
+    except OSError as e:
+        raise IwcError(f"cannot write the submission into {out_dir}: {e.strerror or e}; nothing was changed there: "
+                       "free some space or choose a writable folder") from e
     return out_dir / SUBMISSION_CSV
+
+
+def _write_pair(out_dir: Path, text: str, manifest: dict[str, Any]) -> None:
+    """Write the CSV and its manifest together: both into a temporary folder inside `out_dir` first (a failure
+    there changes nothing), then renamed into place back to back with Ctrl-C held until both are in, so an
+    interruption never leaves a new CSV beside an old manifest or one file without the other. (Only a hard
+    kill between the two renames could; the manifest's sha256 of the CSV then shows the mismatch.)"""
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob(".submission-*.tmp"):  # left by a process killed while writing
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=".submission-", suffix=".tmp"))
+    except OSError:
+        if created:
+            out_dir.rmdir()
+        raise
+    try:
+        write_text(tmp / SUBMISSION_CSV, text)
+        write_json(tmp / MANIFEST_JSON, manifest)
+        with _interrupts_deferred():
+            os.replace(tmp / SUBMISSION_CSV, out_dir / SUBMISSION_CSV)
+            os.replace(tmp / MANIFEST_JSON, out_dir / MANIFEST_JSON)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block and deliver it right after the block."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread gets SIGINT
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+        if caught:
+            signal.raise_signal(signal.SIGINT)
 
 
 def _problems(df: pd.DataFrame, sample_ids: pd.Series | None, category_ids: np.ndarray | None) -> list[str]:
@@ -169,14 +227,24 @@ def _category_problems(categories: pd.Series, category_ids: np.ndarray | None) -
     blank = _blank(categories)
     text = categories[~blank].astype(str)
     integer = text.str.fullmatch(r"[+-]?\d+").to_numpy(dtype=bool)
+    values = text[integer].map(int)  # Python ints: exact at any size, never wrapped
+    fits = values.between(_INT64_MIN, _INT64_MAX).to_numpy(dtype=bool)
     problems = [
         _count(np.flatnonzero(blank.to_numpy()) + 1, "rows have a blank or NaN Category (1-based row numbers)"),
         _count(text[~integer].unique(), "distinct Category values are not integers"),
+        _count(text[integer][~fits].unique(), "distinct Category values are outside the 64-bit integer range"),
     ]
     if category_ids is not None:
-        values = pd.to_numeric(text[integer])
+        values = values[fits]
         problems.append(_count(values[~values.isin(category_ids)].unique(), "distinct Category values are unknown ids"))
     return [p for p in problems if p]
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
 
 
 def _blank(values: pd.Series) -> pd.Series:

@@ -136,7 +136,7 @@ def test_recipe_prints_the_resolved_recipe_with_overrides(capsys):
     ("full.nope=1", "unknown recipe key 'nope'"),
     ("nosection.batch_size=1", "no recipe section 'nosection'"),
     ("full.batch_size", "must look like section.key=value"),
-    ("full.batch_size=big", "recipe.full.batch_size must be int, got 'big'"),
+    ("full.batch_size=big", "recipe: full.batch_size = 'big' must be int"),
 ])
 def test_bad_override_exits_2_with_a_clear_message(override, message, capsys):
     assert main(["recipe", "--recipe", "demo", "--set", override]) == 2
@@ -171,3 +171,34 @@ def test_a_missing_sample_is_named(small_demo, tmp_path, capsys):
     submission = _write(_valid_submission(small_demo), tmp_path / "submission.csv")
     assert main(["validate", str(submission), "--sample", str(tmp_path / "nope.csv")]) == 2
     assert "--sample" in capsys.readouterr().err
+
+
+def test_weights_save_writes_a_file_that_weights_file_loads(tmp_path, monkeypatch, capsys):
+    import timm
+    import torch
+
+    from iwc.host import weights
+
+    torch.manual_seed(0)
+    monkeypatch.setattr(weights, "hub_model", lambda arch: timm.create_model(arch, pretrained=False))
+    out = tmp_path / "w.safetensors"
+    assert main(["weights", "save", "--arch", "test_resnet", "--out", str(out)]) == 0
+    assert f"--set full.weights_file={out.resolve()}" in capsys.readouterr().out
+    assert main(["recipe", "--recipe", "demo", "--set", "full.arch='test_resnet'",
+                 "--set", f"full.weights_file='{out}'"]) == 0
+
+
+def test_weights_save_without_a_hub_is_one_line_with_the_offline_options(tmp_path, monkeypatch, capsys):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    out = tmp_path / "w.safetensors"
+    assert main(["weights", "save", "--arch", "test_resnet", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("iwc: error: pretrained 'test_resnet' weights: the model hub")
+    assert "--set full.pretrained=false" in err
+    assert not out.exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import socket
 
 import numpy as np
 import pytest
@@ -44,6 +45,7 @@ def test_offline_hub_download_says_how_to_attach_weights(monkeypatch):
             raise OSError("Name or service not known")
         return timm.create_model(name, **kwargs)
 
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no probe: the download itself fails (weights not cached)
     monkeypatch.setattr(model_mod.timm, "create_model", offline)
     with pytest.raises(IwcError, match="weights_file"):
         create_model(dataclasses.replace(TINY, pretrained=True), 3)
@@ -139,3 +141,51 @@ def test_equal_rates_give_one_rate_everywhere_and_bad_rates_fail():
     assert {g["lr"] for g in param_groups(_net(), 3e-3, 3e-3)} == {3e-3}
     with pytest.raises(IwcError, match="positive"):
         param_groups(_net(), 0.0, 1e-3)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens there once the socket is closed
+
+
+def test_unreachable_hub_fails_before_any_download_with_the_offline_options(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    downloads = []
+    monkeypatch.setattr(model_mod.timm, "create_model", lambda *a, **k: downloads.append((a, k)))
+    with pytest.raises(IwcError) as e:
+        create_model(dataclasses.replace(TINY, pretrained=True), 3)
+    message = str(e.value)
+    assert downloads == []  # the probe answered: no download attempt, so no retry loop
+    assert "cannot be reached" in message and "127.0.0.1" in message
+    assert "weights_file" in message and "iwc weights save --arch test_resnet" in message
+    assert "--set full.pretrained=false" in message
+    assert "\n" not in message
+
+
+def test_weights_save_then_weights_file_round_trip(tmp_path, monkeypatch):
+    from iwc.host import weights
+
+    torch.manual_seed(3)
+    source = timm.create_model("test_resnet", pretrained=False)  # stands in for the hub's weights
+    monkeypatch.setattr(weights, "hub_model", lambda arch: source)
+    out = tmp_path / "w" / "test_resnet.safetensors"
+    assert weights.save_pretrained("test_resnet", out) == out.stat().st_size
+    assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temp file left
+    loaded = create_model(dataclasses.replace(TINY, weights_file=str(out)), source.num_classes)
+    expected = source.state_dict()
+    assert all(torch.equal(t, expected[k]) for k, t in loaded.state_dict().items())
+
+
+@pytest.mark.parametrize(("arch", "out", "message"), [
+    ("nosuchnet", "w.safetensors", "not a timm architecture"),
+    ("test_resnet", "w.pt", "must end in .safetensors"),
+    ("test_resnet", "dir.safetensors", "is a directory"),
+])
+def test_weights_save_refuses_bad_arguments(tmp_path, arch, out, message):
+    from iwc.host.weights import save_pretrained
+
+    (tmp_path / "dir.safetensors").mkdir()
+    with pytest.raises(IwcError, match=message):
+        save_pretrained(arch, tmp_path / out)

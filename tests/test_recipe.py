@@ -51,7 +51,7 @@ def test_toml_file_with_base(tmp_path):
     [
         (["nope.x=1"], "no recipe section 'nope'"),
         (["full.bogus=1"], "unknown recipe key 'bogus'"),
-        (["full.batch_size=big"], "full.batch_size must be int"),
+        (["full.batch_size=big"], "full.batch_size = 'big' must be int"),
         (["seed"], "section.key=value"),
     ],
 )
@@ -69,3 +69,89 @@ def test_section_hash_tracks_only_its_sections():
     changed = load_recipe("demo", ["blend.full_weight=0.5"])
     assert changed.section_hash("full") == DEMO.section_hash("full")
     assert changed.section_hash("blend") != DEMO.section_hash("blend")
+
+
+# The reported cases first, then one per kind of rule. Each message is one line naming path, value and range.
+BAD_VALUES = [
+    ("full.batch_size=0", "full.batch_size = 0 must be > 0"),
+    ("crop.stages.1.epochs=-8", "crop.stages[1].epochs = -8 must be >= 0"),
+    ("full.stages=[{epochs=0, lr_lo=1e-3, lr_hi=1e-3, frozen=true}]", "full.stages epochs = [0] must total >= 1"),
+    ("full.image_size=0", "full.image_size = 0 must be > 0"),
+    ("crops.rule=bogus", "crops.rule = 'bogus' must be one of 'best', 'all'"),
+    ("full.arch=nosuchnet", "full.arch = 'nosuchnet' is not a timm architecture"),
+    ("sequences.vote=majorty", "sequences.vote = 'majorty' must be one of 'majority', 'mean_prob', 'none'"),
+    ("sequences.gap_s=-5", "sequences.gap_s = -5.0 must be > 0"),
+    ("full.stages=[]", "full.stages = [] must hold at least one stage"),
+    ("full.stages=[{epochs=3}]",
+     "full.stages[0] is missing lr_lo, lr_hi, frozen (required: epochs, lr_lo, lr_hi, frozen)"),
+    ("full.augment.padding=mirror", "full.augment.padding = 'mirror' must be one of 'reflection', 'zeros', 'border'"),
+    ("sequences.method=gps", "sequences.method = 'gps' must be one of 'time', 'seq_id'"),
+    ("split.method=random", "split.method = 'random' must be one of 'location', 'category'"),
+    ("full.stages.0.lr_lo=0", "full.stages[0].lr_lo = 0.0 must be > 0"),
+    ("crop.stages.1.lr_lo=0.1", "crop.stages[1].lr_lo = 0.1 must be <= lr_hi (0.003)"),
+    ("full.cache_size=60", "full.cache_size = 60 must be >= full.image_size (64)"),
+    ("crops.threshold=1", "crops.threshold = 1.0 must be in [0, 1)"),
+    ("crops.threshold=-0.1", "crops.threshold = -0.1 must be in [0, 1)"),
+    ("crops.margin=-0.5", "crops.margin = -0.5 must be >= 0"),
+    ("crops.size=0", "crops.size = 0 must be > 0"),
+    ("split.val_fraction=0", "split.val_fraction = 0.0 must be in (0, 1)"),
+    ("split.val_fraction=1", "split.val_fraction = 1.0 must be in (0, 1)"),
+    ("blend.full_weight=-0.1", "blend.full_weight = -0.1 must be >= 0"),
+    ("blend.full_weight=0", None),  # allowed alone: crop predictions only
+    ("full.stages.0.mixup=-1", "full.stages[0].mixup = -1.0 must be >= 0"),
+    ("full.stages.0.pct_start=1", "full.stages[0].pct_start = 1.0 must be in (0, 1)"),
+    ("full.tta.views=-1", "full.tta.views = -1 must be >= 0"),
+    ("full.tta.beta=1.5", "full.tta.beta = 1.5 must be in [0, 1]"),
+    ("full.tta.scale=0.5", "full.tta.scale = 0.5 must be in [1, 4]"),
+    ("full.label_smoothing=1", "full.label_smoothing = 1.0 must be in [0, 1)"),
+    ("full.augment.rotate_deg=-1", "full.augment.rotate_deg = -1.0 must be in [0, 180]"),
+    ("full.augment.zoom_max=0.9", "full.augment.zoom_max = 0.9 must be in [1, 4]"),
+    ("full.augment.warp=nan", "full.augment.warp = nan must be in [0, 1)"),
+    ("full.augment.brightness=1", "full.augment.brightness = 1.0 must be in [0, 1)"),
+    ("full.augment.contrast=-0.2", "full.augment.contrast = -0.2 must be in [0, 1)"),
+    ("full.stages.0.lr_hi=inf", "full.stages[0].lr_hi = inf must be > 0"),
+    ("seed=-1", "seed = -1 must be in [0, 4294967295]"),
+    ("name='../x'", "name = '../x' must be a plain folder name"),
+    ("full.pretrained=1", "full.pretrained = 1 must be bool"),
+    ("full.stages=3", "full.stages = 3 must be a list of tables"),
+]
+
+
+@pytest.mark.parametrize(("override", "message"), BAD_VALUES, ids=[o for o, _ in BAD_VALUES])
+def test_bad_values_fail_at_load_in_one_line_naming_field_value_and_range(override, message):
+    if message is None:
+        load_recipe("demo", [override])
+        return
+    with pytest.raises(IwcError) as e:
+        load_recipe("demo", [override])
+    assert str(e.value).startswith("recipe: ")
+    assert message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_both_blend_weights_zero_and_several_problems_are_one_line():
+    with pytest.raises(IwcError) as e:
+        load_recipe("demo", ["blend.full_weight=0", "blend.crop_weight=0", "full.batch_size=0", "crop.image_size=0"])
+    message = str(e.value)
+    assert "blend.full_weight + blend.crop_weight = 0 must be > 0" in message
+    assert "full.batch_size = 0 must be > 0" in message
+    assert "crop.image_size = 0 must be > 0" in message
+    assert "\n" not in message
+
+
+def test_a_toml_stage_table_with_missing_fields_is_named(tmp_path):
+    path = tmp_path / "short.toml"
+    path.write_text('base = "demo"\n[[full.stages]]\nepochs = 3\nlr_lo = 1e-3\n')
+    with pytest.raises(IwcError, match=r"^recipe: full.stages\[0\] is missing lr_hi, frozen \(required: "):
+        load_recipe(path)
+
+
+def test_from_dict_checks_too_as_the_kernels_load_their_recipe():
+    data = DEMO.to_dict()
+    data["full"]["batch_size"] = 0
+    with pytest.raises(IwcError, match=r"full.batch_size = 0 must be > 0"):
+        Recipe.from_dict(data)
+    data = DEMO.to_dict()
+    del data["crop"]["stages"][0]["frozen"]
+    with pytest.raises(IwcError, match=r"crop.stages\[0\] is missing frozen"):
+        Recipe.from_dict(data)

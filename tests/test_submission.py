@@ -157,3 +157,62 @@ def test_failed_write_leaves_existing_submission_untouched(tmp_path, failure):
     with pytest.raises(IwcError):
         write_submission(df, out, inputs, sample=SAMPLE, category_ids=CATEGORIES, extra=extra)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+@pytest.mark.parametrize("failing", ["write_text", "write_json"])
+@pytest.mark.parametrize("existing", [True, False])
+def test_a_full_disk_changes_nothing_and_leaves_no_temp_folder(tmp_path, monkeypatch, failing, existing):
+    import errno
+
+    from iwc import submission
+
+    out = tmp_path / "run"
+    if existing:
+        write_submission(good(), out, {}, sample=SAMPLE, category_ids=CATEGORIES)
+    before = {p.name: p.read_bytes() for p in out.iterdir()} if existing else None
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(submission, failing, full)
+    df = good().assign(Category=0)
+    with pytest.raises(IwcError, match=rf"cannot write the submission into {out}: No space left on device"):
+        write_submission(df, out, {}, sample=SAMPLE, category_ids=CATEGORIES)
+    if existing:
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no temp folder either
+    else:
+        assert not out.exists()
+
+
+def test_out_that_is_a_file_is_refused_untouched(tmp_path):
+    out = tmp_path / "submission.csv"
+    out.write_text("keep me")
+    with pytest.raises(IwcError, match="is a file, not a folder"):
+        write_submission(good(), out, {}, sample=SAMPLE, category_ids=CATEGORIES)
+    assert out.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("value", ["99999999999999999999999", "18446744073709551615", "-9223372036854775809"])
+def test_categories_beyond_int64_are_a_problem_never_wrapped(tmp_path, value):
+    path = _write(tmp_path / "p.csv", f"Id,Category\na,{value}\nb,3\n")
+    with pytest.raises(IwcError) as e:
+        read_predictions(path)
+    assert f"1 distinct Category values are outside the 64-bit integer range (e.g. '{value}')" in str(e.value)
+    submission = pd.DataFrame({"Id": ["c", "a", "d", "b"], "Category": ["3", value, "0", "3"]})
+    assert validate(submission, SAMPLE, CATEGORIES) == [
+        f"1 distinct Category values are outside the 64-bit integer range (e.g. '{value}')"]
+    edge = "9223372036854775807"  # the largest int64 is a number (an unknown id here), not out of range
+    assert read_predictions(_write(tmp_path / "e.csv", f"Id,Category\na,{edge}\n")).to_dict() == {"a": int(edge)}
+
+
+def test_a_directory_is_named_as_one(tmp_path):
+    assert validate_file(tmp_path, _write(tmp_path / "s.csv", "Id,Category\na,0\n"), CATEGORIES) == [
+        f"{tmp_path} is a directory, not a CSV file: pass the CSV itself (e.g. {tmp_path / 'submission.csv'})"]
+
+
+def test_a_temp_folder_left_by_a_killed_writer_is_cleared(tmp_path):
+    out = tmp_path / "run"
+    (out / ".submission-dead.tmp").mkdir(parents=True)
+    (out / ".submission-dead.tmp" / "submission.csv").write_text("half")
+    write_submission(good(), out, {}, sample=SAMPLE, category_ids=CATEGORIES)
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "submission.csv"]

@@ -7,7 +7,10 @@ plain float32 on the CPU so CPU runs stay bit-exact.
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import timm
 import torch
@@ -17,6 +20,12 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from iwc.errors import IwcError
 from iwc.recipe import Model
+
+HUB_TIMEOUT_S = 3.0  # an offline kernel fails this fast instead of spending ~50 s in download retries
+HF_ENDPOINT = "https://huggingface.co"  # huggingface_hub's default; the HF_ENDPOINT variable overrides it
+OFFLINE_HELP = ("set weights_file in the recipe's full/crop section to a local weights file (save one where the "
+                "hub is reachable: `iwc weights save --arch {arch} --out FILE.safetensors`; on Kaggle attach it as "
+                "a dataset), or train from random init: --set full.pretrained=false --set crop.pretrained=false")
 
 
 def create_model(m: Model, num_classes: int) -> nn.Module:
@@ -28,13 +37,52 @@ def create_model(m: Model, num_classes: int) -> nn.Module:
         model = timm.create_model(m.arch, pretrained=False, num_classes=num_classes)
         load_weights(model, m.weights_file)
         return model
+    if m.pretrained:
+        return hub_model(m.arch, num_classes=num_classes)
+    return timm.create_model(m.arch, pretrained=False, num_classes=num_classes)
+
+
+def check_weights_source(m: Model) -> None:
+    """In seconds, what `create_model(m, ...)` will need: the weights file exists, or the hub answers when
+    `m` is pretrained. Call it before slow work (caching images, cutting crops) so an offline run fails first."""
+    if m.weights_file and not Path(m.weights_file).is_file():
+        raise IwcError(f"weights file {m.weights_file} does not exist; attach it or fix model.weights_file")
+    if m.pretrained and not m.weights_file:
+        require_hub(m.arch)
+
+
+def hub_model(arch: str, **kwargs) -> nn.Module:
+    """timm's `arch` with its pretrained weights (kwargs go to `timm.create_model`); an `IwcError` saying what
+    to do, within seconds, when the weights cannot be fetched."""
+    require_hub(arch)
     try:
-        return timm.create_model(m.arch, pretrained=m.pretrained, num_classes=num_classes)
-    except OSError as e:  # hub unreachable (offline kernel) or weights not cached
-        raise IwcError(
-            f"cannot download pretrained {m.arch!r} weights from the timm hub ({e}); attach them as a dataset "
-            "and set model.weights_file to the file, or set model.pretrained=false"
-        ) from e
+        return timm.create_model(arch, pretrained=True, **kwargs)
+    except OSError as e:  # hub reachable but the download failed, or weights not cached
+        raise IwcError(f"cannot download pretrained {arch!r} weights from the timm hub ({e}); "
+                       + OFFLINE_HELP.format(arch=arch)) from e
+
+
+def require_hub(arch: str) -> None:
+    """Connect to the host serving `arch`'s pretrained weights (HF_ENDPOINT for hub weights), waiting at most
+    HUB_TIMEOUT_S; `IwcError` with the offline options when it cannot be reached. Skipped when HF_HUB_OFFLINE
+    is set: the weights are then read from the local Hugging Face cache."""
+    from timm.models import get_pretrained_cfg
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() not in ("", "0", "false", "no"):
+        return
+    cfg = get_pretrained_cfg(arch)
+    if cfg is None:
+        return  # no pretrained weights known: timm itself says so
+    url = (os.environ.get("HF_ENDPOINT") or HF_ENDPOINT) if cfg.hf_hub_id else cfg.url
+    if not url:
+        return
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=HUB_TIMEOUT_S).close()
+    except OSError as e:
+        raise IwcError(f"pretrained {arch!r} weights: the model hub {host}:{port} cannot be reached "
+                       f"({e.strerror or e}); " + OFFLINE_HELP.format(arch=arch)) from e
 
 
 def load_weights(model: nn.Module, path: str | Path) -> None:
