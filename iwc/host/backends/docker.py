@@ -1,0 +1,176 @@
+"""Run a generated kernel inside the project's CUDA image, with Kaggle's folders mounted.
+
+`run_argv(job, image)` is the exact `docker run` command: each input mounted read-only at
+`/kaggle/input/<mount name>`, the stage's working folder at `/kaggle/working`, its scratch folder at
+`/kaggle/scratch`, the kernel folder read-only at `/kaggle/src` (run under torchrun when `job.processes` > 1);
+`--gpus all` for a stage that needs a GPU, `--shm-size` for DataLoader workers and torchrun, and the host
+user's uid:gid so outputs are not owned by root. No environment variable of the host reaches the container
+except the job's own `env`: credentials stay out.
+`build_argv()` is the `docker build` command; `image_tag()` names the image after the code it holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import shutil
+import subprocess
+from pathlib import Path, PurePosixPath
+
+import iwc
+from iwc.errors import IwcError
+from iwc.host.backends.base import KernelRun, kernel_command
+from iwc.host.backends.local import check_mounts, run_streamed
+from iwc.layout import SCRATCH_ENV
+from iwc.provenance import PACKAGE_DIR, hash_sources
+from iwc.recipe import Recipe
+
+PROJECT_DIR = PACKAGE_DIR.parent
+DOCKERFILE = Path("docker/Dockerfile")
+LOCK = Path("docker/requirements.lock")
+IMAGE_ENV = "IWC_DOCKER_IMAGE"  # run this image instead of the one `image_tag()` names
+KAGGLE_BASE = "gcr.io/kaggle-gpu-images/python"
+SHM_SIZE = "16g"  # DataLoader workers pass batches through /dev/shm; Docker's default is 64 MB
+
+INPUT = PurePosixPath("/kaggle/input")
+WORKING = "/kaggle/working"
+SCRATCH = "/kaggle/scratch"
+SRC = "/kaggle/src"
+
+ENGINE_HELP = ("install Docker Engine (https://docs.docker.com/engine/install/) and the NVIDIA Container Toolkit "
+               "(https://docs.nvidia.com/datacenter/cloud-native/container-toolkit/), or run with --backend local")
+
+
+class DockerBackend:
+    """Runs each kernel in a container of the project's image (`IWC_DOCKER_IMAGE`, else `image_tag()`)."""
+
+    name = "docker"
+
+    def __init__(self, image: str = "", shm_size: str = SHM_SIZE) -> None:
+        self.image = image or os.environ.get(IMAGE_ENV) or image_tag()
+        self.shm_size = shm_size
+        self._ready: dict[bool, str] = {}  # needs a GPU -> the docker executable, once checked
+
+    def run(self, job: KernelRun) -> Path:
+        docker = self._check(job.spec.gpu)
+        argv = run_argv(job, self.image, shm_size=self.shm_size)
+        for folder in (job.stage_dir / "working", _scratch(job)):
+            folder.mkdir(parents=True, exist_ok=True)  # created by this user, so the container user can write
+        # an error message names the user's folders, not the mounts
+        paths = {str(INPUT.joinpath(*parts)): folder for parts, folder in check_mounts(job.inputs).items()}
+        paths |= {WORKING: job.stage_dir / "working", SCRATCH: _scratch(job)}
+        print("$ " + shlex.join(argv), flush=True)
+        try:
+            run_streamed([docker, *argv[1:]], dict(os.environ), job.stage_dir, job.log_path, job.spec.code_file,
+                         paths)
+        except KeyboardInterrupt:  # the client is gone, the container is not: stop it too
+            subprocess.run([docker, "rm", "--force", container_name(job)], capture_output=True, check=False)
+            raise
+        return job.stage_dir / "working"
+
+    def _check(self, gpu: bool) -> str:
+        """The docker executable, once the engine (with an NVIDIA runtime for `gpu`) and the image are there."""
+        if gpu not in self._ready:
+            docker = check_engine(gpu)
+            found = subprocess.run([docker, "image", "inspect", "--format", "{{.Id}}", self.image],
+                                   capture_output=True, text=True, check=False)
+            if found.returncode:
+                raise IwcError(f"Docker image {self.image} not found: build it with `invoke docker.build` "
+                               f"(or set {IMAGE_ENV} to an image you have)")
+            self._ready[gpu] = docker
+        return self._ready[gpu]
+
+
+def check_engine(gpu: bool) -> str:
+    """The path of `docker`; raises `IwcError` (one line: what to install) when the engine, or for `gpu`
+    the NVIDIA runtime, is missing."""
+    docker = shutil.which("docker")
+    if not docker:
+        raise IwcError(f"`docker` is not on PATH: {ENGINE_HELP}")
+    done = subprocess.run([docker, "info", "--format", "{{json .Runtimes}}"], capture_output=True, text=True,
+                          check=False)
+    if done.returncode:
+        said = (done.stderr.strip().splitlines() or ["no answer"])[-1]
+        raise IwcError(f"the Docker engine does not answer (`docker info`: {said}): start it "
+                       "(`sudo systemctl start docker`) or add yourself to the `docker` group")
+    # `--gpus` works through the toolkit's "nvidia" runtime (what `nvidia-ctk runtime configure` registers) or,
+    # in older setups, its prestart hook
+    if gpu and '"nvidia"' not in done.stdout and not shutil.which("nvidia-container-runtime-hook"):
+        raise IwcError("Docker has no NVIDIA runtime, so `--gpus all` cannot work: install the NVIDIA Container "
+                       "Toolkit, run `sudo nvidia-ctk runtime configure --runtime=docker` and restart Docker")
+    return docker
+
+
+def run_argv(job: KernelRun, image: str, *, shm_size: str = SHM_SIZE, user: tuple[int, int] | None = None) -> list[str]:
+    """The `docker run` command that runs `job`'s kernel file in `image` (`user` default: this uid:gid)."""
+    uid, gid = user or (os.getuid(), os.getgid())
+    env = {**job.env, SCRATCH_ENV: SCRATCH, "HOME": "/tmp", "PYTHONUNBUFFERED": "1"}  # any uid can write /tmp
+    argv = ["docker", "run", "--rm", "--name", container_name(job), *(["--gpus", "all"] if job.spec.gpu else []),
+            "--shm-size", shm_size, "--user", f"{uid}:{gid}", "--workdir", WORKING]
+    for key in sorted(env):
+        argv += ["--env", f"{key}={env[key]}"]
+    for parts, folder in sorted(check_mounts(job.inputs).items()):
+        argv += ["--mount", bind(folder, INPUT.joinpath(*parts), readonly=True)]
+    argv += ["--mount", bind(job.stage_dir / "working", WORKING), "--mount", bind(_scratch(job), SCRATCH),
+             "--mount", bind(job.kernel_dir, SRC, readonly=True)]
+    return [*argv, image, *kernel_command(f"{SRC}/{job.spec.code_file}", job.processes, python="python")]
+
+
+def bind(source: Path, target: PurePosixPath | str, readonly: bool = False) -> str:
+    """A `--mount` value binding host folder `source` at `target`. Unlike `--volume`, a missing source is an
+    error rather than a new root-owned folder, and a `:` in a path is no separator."""
+    fields = ["type=bind", f"source={Path(source).resolve()}", f"target={target}", *(["readonly"] if readonly else [])]
+    # The value is a CSV record: a field holding a comma or a quote is quoted, its quotes doubled.
+    return ",".join(f'"{f.replace(chr(34), chr(34) * 2)}"' if "," in f or '"' in f else f for f in fields)
+
+
+def container_name(job: KernelRun) -> str:
+    """A name fixed by the stage folder: the same run of the same stage cannot start twice."""
+    return f"iwc-{job.spec.name}-{hashlib.sha256(str(job.stage_dir.resolve()).encode()).hexdigest()[:12]}"
+
+
+def _scratch(job: KernelRun) -> Path:
+    return Path(job.env.get(SCRATCH_ENV) or job.stage_dir / "scratch")
+
+
+def image_code_hash(project: Path = PROJECT_DIR) -> str:
+    """sha256 over what the image is built from: every package source (host code included), pyproject.toml,
+    the lock and the Dockerfile."""
+    files = [*sorted((project / "iwc").rglob("*.py")), project / "pyproject.toml", project / LOCK,
+             project / DOCKERFILE]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise IwcError(f"{missing[0]} not found: the Docker image is built from a checkout of the project; "
+                       f"run from one, or set {IMAGE_ENV}")
+    return hash_sources({f.relative_to(project).as_posix(): f.read_text(encoding="utf-8") for f in files})
+
+
+def image_tag(kaggle: str = "", project: Path = PROJECT_DIR) -> str:
+    """`iwc:<version>-<code hash, 12 hex>` (with `-kaggle-<tag>` when built on Kaggle's image `kaggle`)."""
+    return f"iwc:{iwc.__version__}-{image_code_hash(project)[:12]}" + (f"-kaggle-{kaggle}" if kaggle else "")
+
+
+def build_argv(kaggle: str = "", project: Path = PROJECT_DIR) -> list[str]:
+    """The `docker build` command, run from `project`. `kaggle` (a tag of Kaggle's GPU image, e.g. the one a
+    Kaggle session reports) builds on that image with its own package versions instead of the lock."""
+    argv = ["docker", "build", "--file", DOCKERFILE.as_posix(), "--tag", image_tag(kaggle, project),
+            "--label", f"org.opencontainers.image.version={iwc.__version__}",
+            "--label", f"iwc.code-sha256={image_code_hash(project)}"]
+    if kaggle:
+        argv += ["--build-arg", f"BASE={KAGGLE_BASE}:{kaggle}", "--build-arg", "DEPS=base"]
+    return [*argv, "."]
+
+
+def run_stage(stage: str, input_root: Path, out: Path, recipe: Recipe, backend: DockerBackend) -> Path:
+    """Run `stage`'s kernel (generated for `recipe` into `out/kernel`) with every folder of `input_root`
+    (a Kaggle-shaped input folder) mounted, log and outputs under `out`; returns the outputs folder."""
+    from iwc.host.bundle import build_kernels
+    from iwc.stages import SPECS
+
+    if not Path(input_root).is_dir():
+        raise IwcError(f"input root {input_root} is not a folder: lay the inputs out as Kaggle does "
+                       "(competitions/<slug>, datasets/<owner>/<slug>, ...)")
+    (kernel_dir,) = build_kernels(Path(out) / "kernel", recipe, stages=[stage])
+    inputs = {child.name: child for child in sorted(Path(input_root).iterdir()) if child.is_dir()}
+    return backend.run(KernelRun(SPECS[stage], kernel_dir, inputs, Path(out).resolve()))
