@@ -18,6 +18,7 @@ from iwc.data.competition import (
     read_test,
     read_train,
 )
+from iwc.data.issues import DataIssues
 from iwc.errors import IwcError
 
 IMAGE_DTYPES = {"id": "str", "file_name": "str", "location": "int64", "seq_id": "str", "seq_num_frames": "int64",
@@ -68,7 +69,7 @@ def write_competition(root, train=None, md=None, sample="Id,Category\nt0,0\nt1,0
 
 
 def test_load_gives_typed_frames_with_original_category_ids(tmp_path):
-    comp = Competition.load(write_competition(tmp_path / "comp"))
+    comp = Competition.load(write_competition(tmp_path / "comp"), detections=True)
 
     assert {c: str(t) for c, t in comp.train.dtypes.items()} == {**IMAGE_DTYPES, "category_id": "int64"}
     assert {c: str(t) for c, t in comp.test.dtypes.items()} == IMAGE_DTYPES
@@ -89,6 +90,22 @@ def test_load_gives_typed_frames_with_original_category_ids(tmp_path):
     assert det.attrs["failures"] == 0
     assert comp.sample["Id"].tolist() == ["t0", "t1"]
     assert str(comp.sample["Category"].dtype) == "int64"
+    # train/test images the MegaDetector file does not cover are recorded, by id
+    assert comp.issues.ids() == {"no_detector_entry": ["img2", "t1"]}
+
+
+@pytest.mark.parametrize("md", [None, "{not json", '{"images": 5}'])
+def test_load_without_detections_neither_needs_nor_reads_the_megadetector_file(tmp_path, md):
+    root = write_competition(tmp_path / "comp")
+    if md is None:
+        (root / MD_JSON).unlink()
+    else:
+        (root / MD_JSON).write_text(md, encoding="utf-8")
+    comp = Competition.load(root)
+    assert comp.detections is None and len(comp.issues) == 0
+    assert comp.train["id"].tolist() == ["img0", "img1", "img2"]
+    with pytest.raises(IwcError, match=MD_JSON):
+        Competition.load(root, detections=True)
 
 
 def test_microseconds_parse_and_missing_category_count_defaults_to_zero(tmp_path):
@@ -110,7 +127,7 @@ def test_missing_competition_file_names_it_and_says_what_to_do(tmp_path):
     root = write_competition(tmp_path / "comp")
     (root / MD_JSON).unlink()
     with pytest.raises(IwcError, match=MD_JSON) as err:
-        Competition.load(root)
+        Competition.load(root, detections=True)
     assert "iwc demo-data" in str(err.value)
     assert TRAIN_JSON not in str(err.value)
 
@@ -204,20 +221,87 @@ def test_several_problems_reported_at_once_first_few_spelled_out(tmp_path):
     assert "download the competition data" in text
 
 
-@pytest.mark.parametrize(("detection", "message"), [
-    ({"category": "1", "bbox": [10, 20, 300, 400], "conf": 0.9},
-     "field 'bbox' = [10, 20, 300, 400] is not [x, y, w, h]"),
-    ({"category": "1", "bbox": [0.1, 0.2, 0.3], "conf": 0.9}, "field 'bbox' = [0.1, 0.2, 0.3] is not"),
-    ({"category": "animal", "bbox": [0.1, 0.2, 0.3, 0.4], "conf": 0.9}, "field 'category' = 'animal' is not"),
-    ({"category": "1", "bbox": [0.1, 0.2, 0.3, 0.4]}, "field 'conf' is missing"),
-])
-def test_megadetector_schema_error_names_image_detection_and_field(tmp_path, detection, message):
+# One detection added to image t0 (after its good box): what the reader keeps, clamps or drops.
+# (bbox, conf, category) -> ("kept" | "clamped" | "dropped", the box kept or the detail recorded)
+BOX_CASES = [
+    ([0.1, 0.2, 0.3, 0.4], 0.9, "1", "kept", [0.1, 0.2, 0.3, 0.4]),
+    ([0.0, 0.0, 1.0, 1.0], 1, 2, "kept", [0.0, 0.0, 1.0, 1.0]),
+    ([0.9, 0.5, 0.10005, 0.1], 0.5, "1", "kept", [0.9, 0.5, 0.1, 0.1]),  # 4-decimal rounding: clipped silently
+    ([-0.01, 0.49, 1.02, 0.08], 0.9, "1", "clamped", [0.0, 0.49, 1.0, 0.08]),  # the issue's real box
+    ([0.5, 0.2, 0.504, 0.3], 0.9, "1", "clamped", [0.5, 0.2, 0.5, 0.3]),  # x + w = 1.004
+    ([0.2, -0.05, 0.3, 0.5], 0.9, "1", "clamped", [0.2, 0.0, 0.3, 0.45]),  # exactly the tolerance
+    ([0.7, 0.8, 0.3, 0.22], 0.9, "1", "clamped", [0.7, 0.8, 0.3, 0.2]),
+    ([0.5, 0.5, 0.0, 0.1], 0.9, "1", "dropped", "bbox [0.5, 0.5, 0.0, 0.1] has no width or height inside the frame"),
+    ([0.5, 0.5, 0.2, -0.1], 0.9, "1", "dropped", "has no width or height inside the frame"),
+    ([1.0, 0.5, 0.03, 0.1], 0.9, "1", "dropped", "has no width or height inside the frame"),  # all past the edge
+    ([1.3, 0.5, 0.1, 0.1], 0.9, "1", "dropped", "lies more than 0.05 outside the frame"),
+    ([-0.2, 0.1, 0.5, 0.5], 0.9, "1", "dropped", "lies more than 0.05 outside the frame"),
+    ([10, 20, 300, 400], 0.9, "1", "dropped", "lies more than 0.05 outside the frame"),  # pixels, not normalized
+    ([float("nan"), 0.5, 0.1, 0.1], 0.9, "1", "dropped", "has a coordinate that is not a finite number"),
+    ([0.1, 0.5, float("inf"), 0.1], 0.9, "1", "dropped", "has a coordinate that is not a finite number"),
+    ([0.1, 0.2, 0.3], 0.9, "1", "dropped", ": field 'bbox' = [0.1, 0.2, 0.3] is not [x, y, w, h] (4 numbers)"),
+    ([0.1, "0.2", 0.3, 0.4], 0.9, "1", "dropped", "field 'bbox' = [0.1, '0.2', 0.3, 0.4] is not"),
+    (None, 0.9, "1", "dropped", "field 'bbox' = None is not"),
+    ([0.1, 0.2, 0.3, 0.4], 1.5, "1", "dropped", "field 'conf' = 1.5 is not a number in [0, 1]"),
+    ([0.1, 0.2, 0.3, 0.4], float("nan"), "1", "dropped", "field 'conf' = nan is not a number in [0, 1]"),
+    ([0.1, 0.2, 0.3, 0.4], "0.9", "1", "dropped", "field 'conf' = '0.9' is not a number in [0, 1]"),
+    ([0.1, 0.2, 0.3, 0.4], 0.9, "animal", "dropped", "field 'category' = 'animal' is not an integer like 1"),
+    ([0.1, 0.2, 0.3, 0.4], None, "1", "dropped", "field 'conf' is missing"),
+]
+
+
+@pytest.mark.parametrize(("bbox", "conf", "category", "outcome", "expected"), BOX_CASES)
+def test_megadetector_box_is_kept_clamped_or_dropped_and_the_file_still_read(tmp_path, bbox, conf, category,
+                                                                            outcome, expected):
     data = md_data()
-    data["images"][2]["detections"].append(detection)
+    detection = {"category": category, "bbox": bbox, "conf": conf}
+    data["images"][2]["detections"].append({k: v for k, v in detection.items() if v is not None or k == "bbox"})
+    issues = DataIssues("crop")
+    det = read_megadetector(write_json(tmp_path / MD_JSON, data), issues)
+    kept = det[det["image_id"] == "t0"]
+    assert det["image_id"].tolist()[:2] == ["img0", "img0"]  # the other rows are untouched
+    assert kept.iloc[0][["x", "y", "w", "h"]].tolist() == [0.5, 0.5, 0.25, 0.25]
+    if outcome == "dropped":
+        assert len(kept) == 1
+        assert issues.ids() == {"box_dropped": ["t0"]}
+        assert issues.records[0].detail.startswith("detections[1]") and expected in issues.records[0].detail
+        assert issues.records[0].stage == "crop"
+    else:
+        assert len(kept) == 2
+        assert kept.iloc[1][["x", "y", "w", "h"]].tolist() == pytest.approx(expected, abs=1e-12)
+        assert kept.iloc[1]["conf"] == conf and kept.iloc[1]["category"] == int(category)
+        assert issues.ids() == ({"box_clamped": ["t0"]} if outcome == "clamped" else {})
+        if outcome == "clamped":
+            assert f"bbox {bbox} clamped to" in issues.records[0].detail
+
+
+def test_megadetector_not_an_object_detection_is_dropped_and_logged(tmp_path, caplog):
+    data = md_data()
+    data["images"][0]["detections"].insert(0, "box")
+    issues = DataIssues()
+    with caplog.at_level(logging.WARNING):
+        det = read_megadetector(write_json(tmp_path / MD_JSON, data), issues)
+    assert det["image_id"].tolist() == ["img0", "img0", "t0"]
+    assert [(r.reason, r.image_id, r.detail) for r in issues.records] == [
+        ("box_dropped", "img0", "detections[0]: is 'box', not an object")]
+    assert "dropped 1 detection" in caplog.text
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda d: d.update(images=5), "top level: field 'images' is not a list"),
+    (lambda d: d["images"].append("t9"), "images[3]: is 't9', not an object"),
+    (lambda d: d["images"][1].pop("id"), "images[1]: field 'id' is missing"),
+    (lambda d: d["images"][1].update(detections="none"),
+     "images[1] (id 'img1'): field 'detections' = 'none' is not a list"),
+    (lambda d: d["images"][1].update(id="img0"), "images[1] (id 'img0'): field 'id' repeats images[0] (id 'img0')"),
+])
+def test_megadetector_structurally_broken_file_is_rejected(tmp_path, change, message):
+    data = md_data()
+    change(data)
     file = write_json(tmp_path / MD_JSON, data)
     with pytest.raises(IwcError) as err:
         read_megadetector(file)
-    assert f"{file}: images[2] (id 't0'): detections[1]: {message}" in str(err.value)
+    assert f"{file}: {message}" in str(err.value)
 
 
 def test_megadetector_image_without_detections_list_is_an_error(tmp_path):

@@ -216,7 +216,7 @@ def test_same_inputs_give_identical_bytes(originals, tmp_path):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
 
 
-def test_rerun_reuses_crops_and_refuses_other_settings(originals, tmp_path):
+def test_rerun_reuses_crops_cut_with_the_same_settings_and_recuts_on_other_settings(originals, tmp_path):
     sel = _selection([("r", "img1", RED_BOX)])
     first = extract_crops(sel, originals, tmp_path, size=32, progress=False)
     stamp = (tmp_path / "r.jpg").stat().st_mtime_ns
@@ -224,8 +224,46 @@ def test_rerun_reuses_crops_and_refuses_other_settings(originals, tmp_path):
     assert (first.reused, again.reused) == (0, 1)
     assert (tmp_path / "r.jpg").stat().st_mtime_ns == stamp
     pd.testing.assert_frame_equal(first.index, again.index)
-    with pytest.raises(IwcError, match="not made with"):
-        extract_crops(sel, originals, tmp_path, size=32, margin=0.1, progress=False)
+    wider = extract_crops(sel, originals, tmp_path, size=32, margin=0.25, progress=False)
+    assert wider.reused == 0
+    assert _red_mask(_pixels(tmp_path / "r.jpg")).mean() < 0.6  # cut again: the margin shows grey around it
+    assert extract_crops(sel, originals, tmp_path, size=32, margin=0.25, progress=False).reused == 1
+
+
+def _mtimes(folder):
+    return {p.name: p.stat().st_mtime_ns for p in folder.glob("*.jpg")}
+
+
+def test_a_changed_box_is_cut_again_and_the_other_crops_are_reused(originals, tmp_path):
+    boxes = {"a": RED_BOX, "b": [0.1, 0.1, 0.2, 0.2], "c": [0.55, 0.3, 0.2, 0.2]}
+    extract_crops(_selection([(c, "img1", b) for c, b in boxes.items()]), originals, tmp_path, 32, progress=False)
+    before = _mtimes(tmp_path)
+    assert _red_mask(_pixels(tmp_path / "c.jpg")).mean() < 0.02
+    boxes["c"] = RED_BOX  # new MegaDetector output moved this box onto the object
+    result = extract_crops(_selection([(c, "img1", b) for c, b in boxes.items()]), originals, tmp_path, 32,
+                           progress=False)
+    after = _mtimes(tmp_path)
+    assert result.reused == 2
+    assert after["a.jpg"] == before["a.jpg"] and after["b.jpg"] == before["b.jpg"]
+    assert after["c.jpg"] != before["c.jpg"]
+    assert _red_mask(_pixels(tmp_path / "c.jpg")).mean() > 0.97  # cut from the new box, not reused stale
+
+
+def test_a_crop_without_its_key_or_from_a_changed_original_is_cut_again(originals, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "img1.jpg").write_bytes((originals / "img1.jpg").read_bytes())
+    sel = _selection([("k", "img1", RED_BOX)])
+    extract_crops(sel, images, tmp_path / "out", size=32, progress=False)
+    Image.new("RGB", (32, 32), (0, 0, 255)).save(tmp_path / "out" / "k.jpg")  # same name and size, no key
+    redone = extract_crops(sel, images, tmp_path / "out", size=32, progress=False)
+    assert redone.reused == 0 and _red_mask(_pixels(tmp_path / "out" / "k.jpg")).mean() > 0.97
+    _photo(images / "img1.jpg", red=(0, 0, 10, 10))  # the original replaced: its crop is stale
+    moved = extract_crops(sel, images, tmp_path / "out", size=32, progress=False)
+    assert moved.reused == 0 and _red_mask(_pixels(tmp_path / "out" / "k.jpg")).mean() < 0.02
+    (images / "img1.jpg").unlink()  # gone: its old crop is not passed off as current
+    gone = extract_crops(sel, images, tmp_path / "out", size=32, progress=False)
+    assert gone.failed == ["img1"] and gone.index.empty
 
 
 @pytest.mark.parametrize(("draft", "decoded"), [(True, (500, 375)), (False, (WIDTH, HEIGHT))])

@@ -14,9 +14,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from iwc.data.competition import MD_JSON, SAMPLE_CSV, TEST_JSON, TRAIN_JSON, Competition, check_images
+from iwc.data.competition import (
+    CLAMP_TOLERANCE,
+    MD_JSON,
+    SAMPLE_CSV,
+    TEST_JSON,
+    TRAIN_JSON,
+    Competition,
+    check_images,
+)
 from iwc.errors import IwcError
-from iwc.host.demo import EMPTY, HUMAN, DemoInfo, write_demo
+from iwc.host.demo import EMPTY, HUMAN, DemoInfo, demo_root, write_demo
 from iwc.io import sha256_file
 
 IMAGE_FIELDS = {"id": str, "file_name": str, "location": int, "seq_id": str, "seq_num_frames": int,
@@ -236,8 +244,95 @@ def test_sample_submission_ground_truth_and_empty_share(demo: DemoInfo, files: d
 
 
 def test_the_competition_reader_loads_it(demo: DemoInfo) -> None:
-    comp = Competition.load(demo.competition_dir)
+    comp = Competition.load(demo.competition_dir, detections=True)
     assert len(comp.train) == demo.n_train and len(comp.test) == demo.n_test
     assert len(comp.sample) == demo.n_test - len(demo.omitted_from_sample)
     assert set(comp.detections["category"]) == {1, 2}
     assert comp.train["category_id"].isin(comp.categories["id"]).all()
+    assert len(comp.issues) == 0  # the plain demo's boxes and detector entries are all clean
+
+
+def test_the_plain_demo_records_its_planted_defects(demo: DemoInfo) -> None:
+    planted = json.loads(demo.planted_file.read_text())
+    assert planted["data_issues"] == {k: list(v) for k, v in demo.planted.items()}
+    assert set(demo.planted) == {"missing", "unreadable", "not_in_sample"}
+    assert demo.planted["missing"] == tuple(sorted(demo.missing_train + demo.corrupt_train))
+    assert demo.planted["unreadable"] == demo.corrupt_train  # both have a crop-worthy box here
+    assert demo.planted["not_in_sample"] == demo.omitted_from_sample
+    assert planted["grayscale"] == []
+
+
+# --- quirks ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def quirky(tmp_path_factory: pytest.TempPathFactory) -> DemoInfo:
+    return write_demo(tmp_path_factory.mktemp("quirks"), seed=0, scale="small", progress=False, quirks=True)
+
+
+def test_quirks_have_their_own_folder_and_keep_the_plain_demo_underneath(demo: DemoInfo, quirky: DemoInfo,
+                                                                        tmp_path: Path) -> None:
+    assert demo_root(Path("d"), 3, "small") == Path("d/small-seed3")
+    assert demo_root(Path("d"), 3, "small", quirks=True) == Path("d/small-seed3-quirks")
+    plain, quirks = _tree(demo.root), _tree(quirky.root)
+    removed = set(quirky.planted["missing"]) - set(demo.planted["missing"])
+    assert len(removed) == 1 and quirks.keys() <= plain.keys()
+    assert plain.keys() - quirks.keys() == {p for i in removed for p in (
+        f"iwildcam-2020-fgvc7/test/{i}.jpg", f"iwildcam2020-256/256_images/test/images/{i}.jpg")}
+    same = {k for k in plain.keys() & quirks.keys() if plain[k] == quirks[k]}
+    assert len(same) > len(plain) / 2  # the same images: quirks change only what they plant
+    assert f"iwildcam-2020-fgvc7/{TRAIN_JSON}" not in same and "ground_truth/test_labels.csv" in same
+    again = write_demo(tmp_path / "again", seed=0, scale="small", progress=False, quirks=True)
+    assert _tree(again.root) == quirks and again.planted == quirky.planted
+    assert "quirks" in quirky.summary()
+
+
+def test_every_planted_quirk_is_on_disk(quirky: DemoInfo) -> None:
+    comp, resized = quirky.competition_dir, quirky.resized_dir / "256_images"
+    planted = quirky.planted
+    assert set(planted) == {"missing", "unreadable", "zero_byte", "no_detector_entry", "box_clamped", "box_dropped",
+                            "not_in_sample", "sample_without_image"}
+    test_ids = {i["id"] for i in json.loads((comp / TEST_JSON).read_text())["images"]}
+    train_ids = {i["id"] for i in json.loads((comp / TRAIN_JSON).read_text())["images"]}
+    files = [i for r in ("missing", "unreadable", "zero_byte") for i in planted[r]]
+    # each image carries one defect, but for the truncated train originals the resized dataset lacks
+    assert len(files) == len(set(files)) + len(quirky.corrupt_train)
+    for reason in ("unreadable", "zero_byte"):  # in train AND test, original AND 256 px copy
+        assert set(planted[reason]) & train_ids and set(planted[reason]) & test_ids
+    assert set(planted["missing"]) & test_ids
+    for image_id in planted["zero_byte"]:
+        split = "test" if image_id in test_ids else "train"
+        assert (comp / split / f"{image_id}.jpg").stat().st_size == 0
+        assert (resized / split / "images" / f"{image_id}.jpg").stat().st_size == 0
+    for image_id in set(planted["unreadable"]) - set(quirky.corrupt_train):
+        split = "test" if image_id in test_ids else "train"
+        for path in (comp / split / f"{image_id}.jpg", resized / split / "images" / f"{image_id}.jpg"):
+            with pytest.raises(OSError), Image.open(path) as im:
+                im.load()
+    for image_id in planted["missing"]:  # from the 256 px set (and but for the corrupt ones, the originals)
+        split = "test" if image_id in test_ids else "train"
+        assert not (resized / split / "images" / f"{image_id}.jpg").exists()
+        assert (comp / split / f"{image_id}.jpg").exists() == (image_id in quirky.corrupt_train)
+    sample = [row["Id"] for row in _csv(comp / SAMPLE_CSV)[1]]
+    assert set(sample) - test_ids == set(planted["sample_without_image"])
+    assert test_ids - set(sample) == set(planted["not_in_sample"])
+    md = {m["id"]: m for m in json.loads((comp / MD_JSON).read_text())["images"]}
+    assert (train_ids | test_ids) - md.keys() == set(planted["no_detector_entry"])
+    for image_id in planted["box_clamped"]:
+        x, y, w, h = md[image_id]["detections"][0]["bbox"]
+        past = max(-x, -y, x + w - 1, y + h - 1)
+        assert 0.001 < past <= CLAMP_TOLERANCE
+    for image_id in planted["box_dropped"]:
+        assert md[image_id]["detections"][-1]["conf"] < 0.3
+    grayscale = json.loads(quirky.planted_file.read_text())["grayscale"]
+    assert len(grayscale) > 10
+    shown = next(i for i in grayscale if (comp / "test" / f"{i}.jpg").is_file() and i in test_ids
+                 and i not in files)
+    with Image.open(comp / "test" / f"{shown}.jpg") as im:
+        assert im.mode == "L"
+
+
+def test_the_reader_finds_exactly_the_planted_detector_quirks(quirky: DemoInfo) -> None:
+    comp = Competition.load(quirky.competition_dir, detections=True)
+    detector = ("no_detector_entry", "box_clamped", "box_dropped")
+    assert comp.issues.ids() == {r: list(quirky.planted[r]) for r in detector}

@@ -3,7 +3,9 @@
 In: the competition folder (train annotations JSON, test information JSON, MegaDetector results JSON,
 sample_submission.csv). Out: one row per image (or per detection, or per submission row) with fixed
 columns and dtypes; category ids stay the ORIGINAL sparse ints. A file that breaks the schema raises one
-`IwcError` naming the file, the record and the field of the first few problems.
+`IwcError` naming the file, the record and the field of the first few problems; the MegaDetector file is
+read tolerantly instead (boxes clamped or dropped row by row, each recorded in a `DataIssues`), as real
+detector output needs.
 `check_images` finds listed images that are missing on disk or fail to decode.
 """
 
@@ -13,9 +15,9 @@ import itertools
 import json
 import logging
 import os
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
+from iwc.data.issues import DataIssues
 from iwc.errors import IwcError
 
 TRAIN_JSON = "iwildcam2020_train_annotations.json"
@@ -33,6 +36,11 @@ SAMPLE_CSV = "sample_submission.csv"
 
 DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 MAX_SHOWN = 5  # schema problems spelled out in one error; the rest are counted
+# MegaDetector boxes (normalized): an edge up to CLAMP_TOLERANCE outside [0, 1] is clamped into the frame and
+# recorded (real output holds boxes touching the edge, e.g. x + w = 1.004); further out it is no box. An edge
+# less than ROUNDING outside is the 4-decimal rounding of x and w (each off by up to 5e-5): clipped unrecorded.
+CLAMP_TOLERANCE = 0.05
+ROUNDING = 2e-4
 
 GET_DATA = (
     "download the competition data (kaggle competitions download -c iwildcam-2020-fgvc7) "
@@ -108,9 +116,10 @@ def _is_unit(values: pd.Series) -> np.ndarray:
 
 
 def _is_box(values: pd.Series) -> np.ndarray:
+    """Lists of 4 numbers (whether they make a box in the frame is `_check_boxes`' question)."""
     four = np.fromiter((isinstance(b, list) and len(b) == 4 for b in values), dtype=bool, count=len(values))
     coords = pd.Series(list(itertools.chain.from_iterable(values[four])), dtype=object)
-    four[four] = _is_unit(coords).reshape(-1, 4).all(axis=1)
+    four[four] = _is_number(coords).reshape(-1, 4).all(axis=1)
     return four
 
 
@@ -138,7 +147,7 @@ ID = _Kind("a non-empty string", lambda s: _is_str(s) & (s != "").to_numpy(), la
 INT = _Kind("an integer", _is_int, lambda s: s.astype(np.int64))
 UNIT = _Kind("a number in [0, 1]", _is_unit, lambda s: s.astype(np.float64))
 LIST = _Kind("a list", _per_value(lambda v: isinstance(v, list)), lambda s: s)
-BOX = _Kind("[x, y, w, h] normalized to [0, 1]", _is_box, lambda s: s)
+BOX = _Kind("[x, y, w, h] (4 numbers)", _is_box, lambda s: s)
 CATEGORY_NUMBER = _Kind("an integer like 1 or '1'", _is_category_number,
                         lambda s: pd.to_numeric(s.astype(str)).astype(np.int64))
 DATETIME = _Kind(repr(DATETIME_FORMAT), _is_datetime, lambda s: _parse_datetime(s).astype("datetime64[ns]"))
@@ -313,50 +322,125 @@ def _images_and_categories(report: _Report, image_records: _Records,
     return images, categories
 
 
-def read_megadetector(path: str | os.PathLike) -> pd.DataFrame:
-    """MegaDetector results JSON -> one row per detection.
+def read_megadetector(path: str | os.PathLike, issues: DataIssues | None = None,
+                      expected: Iterable[str] | None = None) -> pd.DataFrame:
+    """MegaDetector results JSON -> one row per usable detection.
 
     Columns: image_id (str), category (int64: 1 animal, 2 person, 3 vehicle), conf (float64), x, y, w, h
-    (float64, normalized, top-left origin). Images are keyed by `id` (competition file) or `file`
+    (float64, normalized to [0, 1], top-left origin). Images are keyed by `id` (competition file) or `file`
     (MegaDetector batch format; image id = the file's stem). Images carrying a `failure` are skipped;
     their count is logged and kept in `frame.attrs["failures"]`.
+
+    Tolerant of what real detector output holds (see `_check_boxes`): a box a little outside the frame is
+    clamped into it (`box_clamped`), a detection that cannot be a box is dropped (`box_dropped`), each
+    recorded in `issues` by image id; only those rows go, never the file. With `expected` (image ids), each
+    one the file does not cover is recorded as `no_detector_entry`. The file is rejected (IwcError) only
+    when its structure is broken: not JSON, `images` not a list of objects, an image without its id or
+    `detections` list, a repeated image id.
     """
     path = Path(path)
+    issues = DataIssues() if issues is None else issues
     report = _Report(path)
     data = _load_json(path)
     all_images = _json_records(report, data, "images", idents=("id", "file"))
     frame = all_images.frame
     key = "id" if "id" in frame.columns or "file" not in frame.columns else "file"
     failed = frame["failure"].notna().to_numpy() if "failure" in frame.columns else np.zeros(len(frame), bool)
+    all_names = all_images.field(key, ID)
     images = all_images.subset(~failed)
-    names = images.field(key, ID)
     lists = images.field("detections", LIST)
     report.raise_if_any()
     if key == "file":  # a path such as 'train/<id>.jpg': the id is the stem
-        names = names.str.extract(r"([^/\\]+?)(?:\.[^./\\]*)?$")[0].astype(str)
+        all_names = all_names.str.extract(r"([^/\\]+?)(?:\.[^./\\]*)?$")[0].astype(str)
+    names = all_names[~failed]
     images.unique(names, "id" if key == "id" else "file stem")
     report.raise_if_any()
 
     counts = lists.map(len).to_numpy()
-    detections = _detection_records(report, images, lists, counts).typed(DETECTION_FIELDS)
-    report.raise_if_any()
-    box = np.array(detections["bbox"].tolist(), dtype=np.float64).reshape(-1, 4)
-    out = pd.DataFrame({"image_id": np.repeat(names.to_numpy(), counts),
-                        "category": detections["category"].to_numpy(), "conf": detections["conf"].to_numpy(),
-                        "x": box[:, 0], "y": box[:, 1], "w": box[:, 2], "h": box[:, 3]})
+    owner = np.repeat(names.to_numpy(), counts)
+    nth = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    items = list(itertools.chain.from_iterable(lists))
+    problem = _detection_problems(items)
+    usable = problem == ""
+    rows = pd.DataFrame([items[j] for j in np.flatnonzero(usable)], columns=list(DETECTION_FIELDS), dtype=object)
+    box = np.array(rows["bbox"].tolist(), dtype=np.float64).reshape(-1, 4)
+    box, box_problem, clamped = _check_boxes(box)
+    problem[usable] = box_problem
+    usable_rows = np.flatnonzero(usable)
+    for j in np.flatnonzero(problem != ""):
+        shown = f" bbox {_show(items[j]['bbox'])} " if usable[j] else ": "
+        issues.add("box_dropped", owner[j], f"detections[{nth[j]}]{shown}{problem[j]}")
+    for i in np.flatnonzero(clamped):
+        j = usable_rows[i]
+        issues.add("box_clamped", owner[j], f"detections[{nth[j]}] bbox {_show(items[j]['bbox'])} clamped to "
+                                            f"{_show([round(float(v), 6) for v in box[i]])}")
+    keep = box_problem == ""
+    out = pd.DataFrame({"image_id": owner[usable][keep],
+                        "category": CATEGORY_NUMBER.convert(rows["category"][keep]).to_numpy(np.int64),
+                        "conf": rows["conf"][keep].to_numpy(np.float64),
+                        "x": box[keep, 0], "y": box[keep, 1], "w": box[keep, 2], "h": box[keep, 3]})
     out["image_id"] = out["image_id"].astype(str)
     out.attrs["failures"] = int(failed.sum())
     if failed.any():
         log.warning("%s: skipped %d image(s) that MegaDetector failed on", path, failed.sum())
+    if clamped.any() or (problem != "").any():
+        log.warning("%s: clamped %d box(es) a little outside the frame, dropped %d detection(s) that are no box",
+                    path, clamped.sum(), (problem != "").sum())
+    if expected is not None:
+        failures = dict(zip(all_names[failed], frame.loc[failed, "failure"], strict=True)) if failed.any() else {}
+        _record_uncovered(issues, expected, set(names), failures)
     return out
 
 
-def _detection_records(report: _Report, images: _Records, lists: pd.Series, counts: np.ndarray) -> _Records:
-    """Every image's detections flattened into one `_Records`, named 'images[i] (id ...): detections[k]'."""
-    owner = np.repeat(lists.index.to_numpy(), counts)
-    nth = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-    return _object_records(report, list(itertools.chain.from_iterable(lists)),
-                           lambda j: f"{images.where(owner[j])}: detections[{nth[j]}]")
+def _detection_problems(items: list) -> np.ndarray:
+    """Why each detection cannot be used ('' = it can): not an object, or a field missing or of the wrong kind."""
+    problem = np.full(len(items), "", dtype=object)
+    objects = np.fromiter((isinstance(d, dict) for d in items), dtype=bool, count=len(items))
+    for j in np.flatnonzero(~objects):
+        problem[j] = f"is {_show(items[j])}, not an object"
+    for name, kind in DETECTION_FIELDS.items():
+        present = objects & np.fromiter((isinstance(d, dict) and name in d for d in items), bool, len(items))
+        for j in np.flatnonzero(objects & ~present & (problem == "")):
+            problem[j] = f"field {name!r} is missing"
+        values = pd.Series([items[j][name] for j in np.flatnonzero(present)], dtype=object)
+        bad = np.flatnonzero(present)[~kind.valid(values)] if len(values) else np.zeros(0, np.int64)
+        for j in bad[problem[bad] == ""]:
+            problem[j] = f"field {name!r} = {_show(items[j][name])} is not {kind.text}"
+    return problem
+
+
+def _check_boxes(box: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N, 4) [x, y, w, h] -> (boxes clamped into the frame, why each cannot be a box ('' = it can), clamped?).
+
+    An edge less than `ROUNDING` outside [0, 1] is the file's rounding: clipped, not counted as a repair.
+    An edge at most `CLAMP_TOLERANCE` outside is clamped (recorded); further out, or a box not finite, or
+    with no width or height left after clamping, cannot be a box.
+    """
+    x0, y0 = box[:, 0], box[:, 1]
+    edges = np.stack([x0, y0, x0 + box[:, 2], y0 + box[:, 3]], axis=1)
+    finite = np.isfinite(edges).all(axis=1)
+    edges = np.where(finite[:, None], edges, 0.5)
+    outside = np.maximum(-edges, edges - 1).max(axis=1)
+    inside = np.clip(edges, 0.0, 1.0)
+    size = inside[:, 2:] - inside[:, :2]
+    problem = np.full(len(box), "", dtype=object)
+    problem[(size <= 0).any(axis=1)] = "has no width or height inside the frame"
+    problem[outside > CLAMP_TOLERANCE] = f"lies more than {CLAMP_TOLERANCE} outside the frame"
+    problem[~finite] = "has a coordinate that is not a finite number"
+    clamped = (outside > ROUNDING) & (problem == "")
+    repaired = np.concatenate([inside[:, :2], size], axis=1)
+    return np.where((outside > 0)[:, None], repaired, box), problem, clamped  # boxes in the frame stay exact
+
+
+def _record_uncovered(issues: DataIssues, expected: Iterable[str], covered: set[str],
+                      failures: dict[str, Any]) -> None:
+    """Record each `expected` image id the MegaDetector file does not cover (or MegaDetector failed on)."""
+    for image_id in expected:
+        if image_id in covered:
+            continue
+        failure = failures.get(image_id)
+        issues.add("no_detector_entry", image_id, f"MegaDetector failed on it: {_show(failure)}" if failure is not None
+                   else f"not in {MD_JSON}")
 
 
 def read_sample_submission(path: str | os.PathLike) -> pd.DataFrame:
@@ -442,24 +526,33 @@ def _image_status(path: str, decode: bool) -> str:
 
 @dataclass(frozen=True)
 class Competition:
-    """The four competition files of one folder, as typed frames (see the readers above)."""
+    """The competition files of one folder, as typed frames (see the readers above).
+
+    `detections` is read only when asked for (`load(..., detections=True)`): a stage that does not use the
+    boxes neither reads nor depends on the MegaDetector file. `issues` holds what reading repaired or skipped.
+    """
 
     root: Path
     train: pd.DataFrame  # images + category_id
     test: pd.DataFrame  # images
     categories: pd.DataFrame  # from the train file
-    detections: pd.DataFrame
     sample: pd.DataFrame
+    detections: pd.DataFrame | None = None  # None unless loaded with detections=True
+    issues: DataIssues = field(default_factory=DataIssues)
 
     @classmethod
-    def load(cls, root: str | os.PathLike) -> Competition:
-        """Read `root`/{TRAIN_JSON, TEST_JSON, MD_JSON, SAMPLE_CSV}; IwcError if any is absent."""
+    def load(cls, root: str | os.PathLike, detections: bool = False, issues: DataIssues | None = None) -> Competition:
+        """Read `root`/{TRAIN_JSON, TEST_JSON, SAMPLE_CSV} and, with `detections`, MD_JSON; IwcError if one is
+        absent. Box repairs and train/test images the MegaDetector file lacks are recorded in `issues`."""
         root = Path(root)
-        missing = [name for name in (TRAIN_JSON, TEST_JSON, MD_JSON, SAMPLE_CSV) if not (root / name).is_file()]
+        names = (TRAIN_JSON, TEST_JSON, SAMPLE_CSV, *((MD_JSON,) if detections else ()))
+        missing = [name for name in names if not (root / name).is_file()]
         if missing:
             raise IwcError(f"competition folder {root} lacks {', '.join(missing)}: {GET_DATA}, "
                            "and pass the folder that holds these files.")
+        issues = DataIssues() if issues is None else issues
         train, categories = read_train(root / TRAIN_JSON)
         test, _ = read_test(root / TEST_JSON)
+        boxes = read_megadetector(root / MD_JSON, issues, expected=[*train["id"], *test["id"]]) if detections else None
         return cls(root=root, train=train, test=test, categories=categories,
-                   detections=read_megadetector(root / MD_JSON), sample=read_sample_submission(root / SAMPLE_CSV))
+                   sample=read_sample_submission(root / SAMPLE_CSV), detections=boxes, issues=issues)

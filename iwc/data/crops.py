@@ -2,7 +2,9 @@
 
 `select_boxes` picks which animal boxes become crops; `box_to_pixels` maps a normalized box onto an
 image; `extract_crops` cuts, resizes and writes the crops, decoding each original once and, when the
-boxes allow, at a reduced JPEG scale (PIL draft mode: the decoder skips most of the work).
+boxes allow, at a reduced JPEG scale (PIL draft mode: the decoder skips most of the work). Each crop
+carries its content key (`crop_key`) in its JPEG comment, so a rerun reuses exactly the crops whose box,
+settings and original are unchanged and cuts the others again.
 """
 
 from __future__ import annotations
@@ -18,14 +20,14 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from iwc.errors import IwcError
-from iwc.io import atomic_write, read_json_object, write_json
+from iwc.io import atomic_write, sha256_json
 
 ANIMAL = 1  # MegaDetector category id (2 = person, 3 = vehicle)
 RULES = ("best", "all")
 SELECTION_COLUMNS = ["crop_id", "image_id", "conf", "x", "y", "w", "h"]
 DRAFT_SCALES = (8, 4, 2)  # the reductions libjpeg can decode directly, largest first
 JPEG_QUALITY = 95
-SETTINGS_FILE = "crops.json"  # in out_dir: the settings its crops were made with (for resuming)
+KEY_COMMENT = b"iwc-crop-key "  # JPEG comment of a crop: this prefix + its content key
 _ORIENTATION = 0x0112  # EXIF tag
 _SWAPS_AXES = {5, 6, 7, 8}  # EXIF orientations that turn the image by 90 degrees
 
@@ -102,7 +104,7 @@ class CropResult:
 
     index: pd.DataFrame  # crop_id, image_id, conf, path
     failed: list[str]  # image ids whose original is missing or undecodable
-    reused: int = 0  # crops already in out_dir from an earlier run with the same settings
+    reused: int = 0  # crops already in out_dir, cut by an earlier run from the same box, settings and original
 
     def summary(self) -> str:
         """One line of counts, for logs."""
@@ -126,28 +128,30 @@ def extract_crops(
 
     Boxes are mapped onto the image as decoded (EXIF orientation applied), never onto JSON metadata.
     `draft=True` decodes at the largest JPEG reduction that keeps every box of the image >= `size` px.
-    A rerun into the same `out_dir` with the same settings reuses the crops already there.
-    Missing or undecodable originals are listed in `CropResult.failed`; their crops are skipped.
+    A crop already in `out_dir` is reused only when its stored `crop_key` matches (same box, settings and
+    original); any other is cut again. Missing or undecodable originals are listed in `CropResult.failed`;
+    their crops are skipped.
     """
     image_dir, out_dir = Path(image_dir), Path(out_dir)
-    settings = {"size": size, "margin": margin, "draft": draft, "quality": JPEG_QUALITY}
-    _claim_out_dir(out_dir, settings, selection["crop_id"])
     rows: list[tuple[str, str, float, str]] = []
     failed: list[str] = []
     reused = 0
     groups = selection.groupby("image_id", sort=True)
     for image_id, boxes in tqdm(groups, total=groups.ngroups, desc="crops", unit="img", disable=not progress):
         paths = [out_dir / f"{crop_id}.jpg" for crop_id in boxes["crop_id"]]
-        todo = [i for i, path in enumerate(paths) if not _is_crop(path, size)]
+        original = image_dir / f"{image_id}.jpg"
+        source = _file_stamp(original)
+        keys = [crop_key(bbox, size, margin, draft, source) for bbox in boxes[["x", "y", "w", "h"]].to_numpy()]
+        todo = [i for i, path in enumerate(paths) if _stored_key(path) != keys[i]]
         if todo:
             bboxes = boxes[["x", "y", "w", "h"]].to_numpy()[todo]
             try:
-                img = _decode(image_dir / f"{image_id}.jpg", bboxes, size, margin, draft)
+                img = _decode(original, bboxes, size, margin, draft)
             except (OSError, ValueError):
                 failed.append(str(image_id))
                 continue
             for i, bbox in zip(todo, bboxes, strict=True):
-                _write_crop(img, bbox, paths[i], size, margin)
+                _write_crop(img, bbox, paths[i], size, margin, keys[i])
         reused += len(paths) - len(todo)
         rows += [
             (c, str(image_id), float(p), str(path))
@@ -172,31 +176,33 @@ def _decode(path: Path, bboxes: Iterable[Box], size: int, margin: float, draft: 
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
-def _write_crop(img: Image.Image, bbox: Box, path: Path, size: int, margin: float) -> None:
-    """Squash the box's region of `img` to size x size (bilinear, antialiased) and write it as JPEG."""
+def _write_crop(img: Image.Image, bbox: Box, path: Path, size: int, margin: float, key: str) -> None:
+    """Squash the box's region of `img` to size x size (bilinear, antialiased); write it as JPEG with `key`."""
     crop = img.resize((size, size), Image.Resampling.BILINEAR, box=box_to_pixels(bbox, *img.size, margin))
     with atomic_write(path, "wb") as f:
-        crop.save(f, format="JPEG", quality=JPEG_QUALITY)
+        crop.save(f, format="JPEG", quality=JPEG_QUALITY, comment=KEY_COMMENT + key.encode("ascii"))
 
 
-def _is_crop(path: Path, size: int) -> bool:
-    """True when `path` holds a complete size x size crop (writes are atomic, so a header is enough)."""
+def crop_key(bbox: Box, size: int, margin: float, draft: bool, source: tuple[int, int] | None) -> str:
+    """Content key of one crop: everything that decides its pixels. `source` = the original's (byte size,
+    mtime in ns), None when it is absent. (The crop threshold and rule only choose WHICH box: the box is here.)"""
+    return sha256_json({"bbox": [float(v) for v in bbox], "size": int(size), "margin": float(margin),
+                        "draft": bool(draft), "quality": JPEG_QUALITY, "source": source})
+
+
+def _file_stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _stored_key(path: Path) -> str | None:
+    """The content key a crop file carries (writes are atomic, so a readable header means a whole file)."""
     try:
         with Image.open(path) as img:
-            return img.size == (size, size)
+            comment = img.info.get("comment", b"")
     except (OSError, ValueError):
-        return False
-
-
-def _claim_out_dir(out_dir: Path, settings: dict, crop_ids: Iterable[str]) -> None:
-    """Record the crop settings in `out_dir`, refusing to mix crops made with other settings."""
-    stamp = out_dir / SETTINGS_FILE
-    if read_json_object(stamp) == settings:
-        return
-    clash = next((c for c in crop_ids if (out_dir / f"{c}.jpg").exists()), None)
-    if clash is not None:
-        raise IwcError(
-            f"{out_dir} already holds crops (e.g. {clash}.jpg) not made with {settings}; "
-            "delete them or choose another output folder"
-        )
-    write_json(stamp, settings)
+        return None
+    return comment[len(KEY_COMMENT):].decode("ascii", "replace") if comment.startswith(KEY_COMMENT) else None

@@ -5,7 +5,8 @@
   the train annotations, the test information, the MegaDetector results (train and test in one file)
   and `sample_submission.csv`;
 - `iwildcam2020-256/256_images/{train,test}/images/<id>.jpg`: the same images squashed to 256x256;
-- `ground_truth/test_labels.csv` (`Id,Category`): the true test labels, read only by evaluation.
+- `ground_truth/test_labels.csv` (`Id,Category`): the true test labels, read only by evaluation;
+- `ground_truth/data_issues.json`: what was planted, as the data issues a run must report (reason -> ids).
 
 It is a miniature of the real problem: camera locations with their own backgrounds (test locations
 disjoint from train), sparse category ids, about a third of the frames empty, small animals whose species
@@ -13,6 +14,11 @@ shows in shape and coat pattern (visible in a crop, hard to see in a 64 px full 
 frames, bursts of frames moving through the scene, noisy MegaDetector boxes (misses, false boxes, person
 boxes for humans) and the real defects: train images listed but missing, truncated train JPEGs that the
 resized dataset lacks, test images left out of the sample submission. Same seed => byte-identical files.
+
+`quirks=True` plants the rest of what real files hold (see `_plant_quirks`): boxes a hair past the frame and
+detections that are no box, images without a MegaDetector entry, sample Ids without a test image, single-
+channel grayscale night frames, and truncated, zero-byte and missing JPEGs in train and test. The quirks
+draw from their own random stream, so a quirks demo is the plain demo of the same seed plus the quirks.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ import os
 import shutil
 import tempfile
 import uuid
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -40,12 +47,22 @@ from iwc.layout import COMPETITION_SLUG, RESIZED_DATASET, RESIZED_MARKER
 COMPETITION = COMPETITION_SLUG  # folder names as the Kaggle downloads name them
 RESIZED = RESIZED_DATASET.split("/")[1]
 GROUND_TRUTH = "ground_truth"
+PLANTED_JSON = "data_issues.json"  # in GROUND_TRUTH
 RESIZED_SIZE = 256
+CROP_THRESHOLD = 0.3  # the demo and reference recipes' crops.threshold: which originals the crop stage reads
+QUIRK_STREAM = 7  # the quirks' random generator is seeded (seed, QUIRK_STREAM), apart from the plain demo's
+# Quirks planted with --quirks (each count per split where the defect concerns files of both splits)
+QUIRK_FILES = {"unreadable": 1, "zero_byte": 1}  # per split: original AND its 256 px copy broken
+QUIRK_MISSING_TEST = 1  # test images absent from both folders (the plain demo already misses train images)
+QUIRK_NO_DETECTOR = 2  # per split: MegaDetector entry removed
+QUIRK_CLAMPED = 3  # boxes moved a hair past the frame (left, right, bottom)
+QUIRK_DROPPED = 2  # detections that are no box, added (zero width; far outside the frame)
+QUIRK_SAMPLE_ONLY = 2  # sample_submission.csv Ids with no test image
 
 
-def demo_root(parent: Path, seed: int, scale: str) -> Path:
-    """Where the synthetic competition of this seed and scale lives under `parent`: one folder each."""
-    return Path(parent) / f"{scale}-seed{seed}"
+def demo_root(parent: Path, seed: int, scale: str, quirks: bool = False) -> Path:
+    """Where the synthetic competition of this seed, scale and quirks setting lives under `parent`."""
+    return Path(parent) / f"{scale}-seed{seed}{'-quirks' if quirks else ''}"
 
 
 @dataclass(frozen=True)
@@ -121,6 +138,12 @@ class DemoInfo:
     missing_train: tuple[str, ...]  # listed, no file in either folder
     corrupt_train: tuple[str, ...]  # truncated original JPEG, absent from the 256 set
     omitted_from_sample: tuple[str, ...]  # test images not in sample_submission.csv
+    quirks: bool = False
+    planted: dict[str, tuple[str, ...]] = field(default_factory=dict)  # data-issue reason -> image ids
+
+    @property
+    def planted_file(self) -> Path:
+        return self.root / GROUND_TRUTH / PLANTED_JSON
 
     @property
     def competition_dir(self) -> Path:
@@ -140,7 +163,8 @@ class DemoInfo:
                 f"at {len(self.train_locations)} locations, {self.n_test} test images at "
                 f"{len(self.test_locations)} new locations; planted {len(self.missing_train)} missing and "
                 f"{len(self.corrupt_train)} corrupt train images, {len(self.omitted_from_sample)} test images "
-                f"left out of the sample submission")
+                f"left out of the sample submission" + (", and the real files' quirks" if self.quirks else "")
+                + f" (all listed in {self.planted_file})")
 
 
 @dataclass(frozen=True)
@@ -188,7 +212,8 @@ class _Frame:
     step: int  # frames since the visit began
 
 
-def write_demo(out: str | os.PathLike, seed: int = 0, scale: str = "small", progress: bool = True) -> DemoInfo:
+def write_demo(out: str | os.PathLike, seed: int = 0, scale: str = "small", progress: bool = True,
+               quirks: bool = False) -> DemoInfo:
     """Write a synthetic competition under `out` (see the module docstring) and say what was planted.
 
     The three top folders are built in a staging folder and moved in at the end; if any of them already
@@ -206,7 +231,7 @@ def write_demo(out: str | os.PathLike, seed: int = 0, scale: str = "small", prog
     out.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(dir=out, prefix=".demo-"))
     try:
-        info = _build(stage, np.random.default_rng(seed), SCALES[scale], seed, scale, progress)
+        info = _build(stage, np.random.default_rng(seed), SCALES[scale], seed, scale, progress, quirks)
         for p in parts:
             if (out / p).exists():
                 (out / p).rmdir()
@@ -216,13 +241,15 @@ def write_demo(out: str | os.PathLike, seed: int = 0, scale: str = "small", prog
     return replace(info, root=out)
 
 
-def _build(root: Path, rng: np.random.Generator, sc: Scale, seed: int, scale: str, progress: bool) -> DemoInfo:
-    """Plan, render, plant the defects, write the metadata; every random draw comes from `rng`, in order."""
+def _build(root: Path, rng: np.random.Generator, sc: Scale, seed: int, scale: str, progress: bool,
+           quirks: bool) -> DemoInfo:
+    """Plan, render, plant the defects (and quirks), write the metadata; every random draw of the plain demo
+    comes from `rng`, in order."""
     loc_ids = [int(i) for i in rng.choice(np.arange(1, 600), sc.train_locations + sc.test_locations, False)]
     train_locs, test_locs = loc_ids[: sc.train_locations], loc_ids[sc.train_locations:]
     frames = _plan(rng, "train", train_locs, sc.train_images) + _plan(rng, "test", test_locs, sc.test_images)
-    md_images = [_write_images(rng, root, f) for f in tqdm(frames, desc="demo images", unit="img",
-                                                              disable=not progress)]
+    md_images = [_write_images(rng, root, f, quirks) for f in tqdm(frames, desc="demo images", unit="img",
+                                                                      disable=not progress)]
     md_images.sort(key=lambda m: m["id"])
     # the JSON files list images in id order, which scatters sequences as in the real files
     train = sorted((f for f in frames if f.split == "train"), key=lambda f: f.id)
@@ -232,9 +259,25 @@ def _build(root: Path, rng: np.random.Generator, sc: Scale, seed: int, scale: st
     missing = _pick(rng, [f.id for f in train if f.id not in corrupt], sc.missing)
     _plant_defects(root, corrupt, missing)
     omitted = _pick(rng, [f.id for f in test], sc.omitted)
-    _write_metadata(rng, root, train, test, md_images, omitted, f"scale {scale}, seed {seed}")
+    planted = {"missing": tuple(sorted(missing + corrupt)),  # the resized dataset lacks the corrupt ones
+               "unreadable": tuple(i for i in corrupt if _has_crop(md_images, i)),  # the crop stage reads those
+               "not_in_sample": omitted}
+    sample_ids = [f.id for f in test if f.id not in omitted]
+    if quirks:
+        quirk_rng = np.random.default_rng([seed, QUIRK_STREAM])
+        clean = [f for f in train + test if f.id not in {*missing, *corrupt, *omitted}]
+        for reason, ids in _plant_quirks(quirk_rng, root, clean, md_images, sample_ids).items():
+            planted[reason] = tuple(sorted({*planted.get(reason, ()), *ids}))
+    _write_metadata(rng, root, train, test, md_images, sample_ids,
+                    f"scale {scale}, seed {seed}{', with quirks' if quirks else ''}")
+    planted = {reason: ids for reason, ids in planted.items() if ids}
+    write_json(root / GROUND_TRUTH / PLANTED_JSON, {
+        "data_issues": planted,
+        "grayscale": sorted(f.id for f in frames if quirks and _is_night(f.when)),
+        "note": "data issues a run must report, by reason (iwc/data/issues.py), for a crop threshold of "
+                f"{CROP_THRESHOLD}; grayscale: single-channel JPEGs (no data issue: they are read as RGB)"})
     return DemoInfo(root, seed, scale, len(train), len(test), tuple(train_locs), tuple(test_locs), missing,
-                    corrupt, omitted)
+                    corrupt, omitted, quirks, planted)
 
 
 def _plan(rng: np.random.Generator, split: str, loc_ids: list[int], total: int) -> list[_Frame]:
@@ -249,9 +292,14 @@ def _plan(rng: np.random.Generator, split: str, loc_ids: list[int], total: int) 
     return frames
 
 
-def _write_images(rng: np.random.Generator, root: Path, f: _Frame) -> dict:
-    """Render one frame, write the original and its 256x256 copy; return its MegaDetector record."""
+def _write_images(rng: np.random.Generator, root: Path, f: _Frame, gray_nights: bool) -> dict:
+    """Render one frame, write the original and its 256x256 copy; return its MegaDetector record.
+
+    `gray_nights`: night frames are written as single-channel JPEGs, as some real ones are.
+    """
     image, boxes = _render(rng, f)
+    if gray_nights and _is_night(f.when):
+        image = image.convert("L")
     buf = io.BytesIO()
     image.save(buf, "JPEG", quality=88)
     _put(root / COMPETITION / f.split / f"{f.id}.jpg", buf.getvalue())
@@ -275,8 +323,71 @@ def _plant_defects(root: Path, corrupt: tuple[str, ...], missing: tuple[str, ...
         (resized / f"{image_id}.jpg").unlink()
 
 
+def _has_crop(md_images: list[dict], image_id: str) -> bool:
+    """Whether the crop stage cuts a crop of this image (an animal box above CROP_THRESHOLD)."""
+    entry = next((m for m in md_images if m["id"] == image_id), None)
+    return entry is not None and any(d["category"] == "1" and d["conf"] > CROP_THRESHOLD for d in entry["detections"])
+
+
+def _plant_quirks(rng: np.random.Generator, root: Path, clean: list[_Frame], md_images: list[dict],
+                  sample_ids: list[str]) -> dict[str, list[str]]:
+    """Plant the real files' quirks on distinct `clean` images; edits `md_images` and `sample_ids` in place.
+
+    Broken and missing files hit both the original and its 256 px copy, on images with a confident animal box
+    (so the full stage and the crop stage both meet them). Returns data-issue reason -> image ids.
+    """
+    by_id = {m["id"]: m for m in md_images}
+    confident = {m["id"] for m in md_images
+                 if any(d["category"] == "1" and d["conf"] > 0.5 for d in m["detections"])}
+    pool = {split: [f.id for f in clean if f.split == split] for split in ("train", "test")}
+    taken: set[str] = set()
+
+    def pick(split: str, k: int, ok: Callable[[str], bool]) -> list[str]:
+        chosen = list(_pick(rng, [i for i in pool[split] if i not in taken and ok(i)], k))
+        taken.update(chosen)
+        return chosen
+
+    planted: dict[str, list[str]] = {}
+    for split in ("train", "test"):
+        for reason, k in QUIRK_FILES.items():
+            planted.setdefault(reason, []).extend(pick(split, k, confident.__contains__))
+    planted["missing"] = pick("test", QUIRK_MISSING_TEST, confident.__contains__)
+    folders = {f.id: (root / COMPETITION / f.split, root / RESIZED / RESIZED_MARKER / f.split / "images")
+               for f in clean}
+    for reason, ids in planted.items():
+        for image_id in ids:
+            for folder in folders[image_id]:
+                path = folder / f"{image_id}.jpg"
+                if reason == "missing":
+                    path.unlink()
+                else:  # truncated as an interrupted copy leaves it, or empty
+                    os.truncate(path, path.stat().st_size * 2 // 5 if reason == "unreadable" else 0)
+
+    planted["no_detector_entry"] = [*pick("train", QUIRK_NO_DETECTOR, bool), *pick("test", QUIRK_NO_DETECTOR, bool)]
+    md_images[:] = [m for m in md_images if m["id"] not in planted["no_detector_entry"]]
+
+    def has_boxes(image_id: str) -> bool:
+        return bool(by_id[image_id]["detections"])
+
+    planted["box_clamped"] = pick("train", QUIRK_CLAMPED - 1, has_boxes) + pick("test", 1, has_boxes)
+    for k, image_id in enumerate(planted["box_clamped"]):  # real examples: x = -0.01; x + w = 1.004
+        box = by_id[image_id]["detections"][0]
+        x, y, w, h = box["bbox"]
+        edges = [(-0.01, y, x + w + 0.01, h), (x, y, 1.004 - x, h), (x, y, w, 1.02 - y)][k % 3]
+        box["bbox"] = [round(v, 4) for v in edges]
+    planted["box_dropped"] = pick("train", 1, bool) + pick("test", QUIRK_DROPPED - 1, bool)
+    for k, image_id in enumerate(planted["box_dropped"]):
+        bbox = [[0.4, 0.5, 0.0, 0.1], [1.3, 0.2, 0.1, 0.1]][k % 2]  # no width; far past the right edge
+        by_id[image_id]["detections"].append({"category": "1", "bbox": bbox, "conf": 0.012})
+
+    planted["sample_without_image"] = [_uid(rng) for _ in range(QUIRK_SAMPLE_ONLY)]
+    for image_id in planted["sample_without_image"]:
+        sample_ids.insert(int(rng.integers(len(sample_ids) + 1)), image_id)
+    return planted
+
+
 def _write_metadata(rng: np.random.Generator, root: Path, train: list[_Frame], test: list[_Frame],
-                    md_images: list[dict], omitted: tuple[str, ...], about: str) -> None:
+                    md_images: list[dict], sample_ids: list[str], about: str) -> None:
     comp = root / COMPETITION
     info = {"year": "2020", "version": "1.0", "contributor": "iwc demo-data (synthetic)",
             "description": f"Synthetic miniature of the iWildCam 2020 data, {about}"}
@@ -291,8 +402,7 @@ def _write_metadata(rng: np.random.Generator, root: Path, train: list[_Frame], t
         "info": {"detector": "synthetic_megadetector_v3", "detection_completion_time": "2020-01-10 08:47:59",
                  "format_version": "1.0"},
         "images": md_images, "detection_categories": {"1": "animal", "2": "person"}})
-    write_text(comp / SAMPLE_CSV, "Id,Category\n" + "".join(
-        f"{f.id},{EMPTY}\n" for f in test if f.id not in omitted))
+    write_text(comp / SAMPLE_CSV, "Id,Category\n" + "".join(f"{i},{EMPTY}\n" for i in sample_ids))
     write_text(root / GROUND_TRUTH / "test_labels.csv",
                "Id,Category\n" + "".join(f"{f.id},{f.category_id}\n" for f in test))
 
