@@ -6,7 +6,13 @@ Measures, in images per second:
 - train model only: the same step on a synthetic input already on the GPU (the ceiling the pipeline
   is measured against);
 - augment only: `BatchAugment` alone on a uint8 batch already on the GPU;
-- predict: `predict_tta` with the recipe's TTA (1 plain + `views` augmented passes per image) and plain.
+- predict pipeline: `predict_tta` with the recipe's TTA (1 plain + `views` augmented passes per image) and
+  plain, from the same host cache;
+- predict model only: the same 1 + `views` forward passes per image on a synthetic input already on the GPU.
+Each pipeline figure is also given as its share of the model-only figure.
+
+One device: `fit` spreads training over several GPUs under torchrun (`iwc reproduce --gpus N`), each
+process running this same per-batch step on its part of the batch; `devices` records how many there are.
 
 Usage: python benchmarks/gpu.py --out benchmarks/results/gpu.json
 Without a CUDA device it writes {"skipped": true, "reason": "no CUDA device: skipped"} and exits 0.
@@ -55,7 +61,7 @@ def _measure(m: Model, args: argparse.Namespace) -> dict:
     from iwc.train.augment import BatchAugment
     from iwc.train.fit import StageTrainer, TrainRandom, soft_targets
     from iwc.train.model import create_model, place
-    from iwc.train.predict import predict_tta
+    from iwc.train.predict import predict_tta, softmax
 
     stage = m.stages[-1]  # all layers train, with mixup: the heavier of the reference's two stages
     device = torch.device("cuda")
@@ -91,14 +97,25 @@ def _measure(m: Model, args: argparse.Namespace) -> dict:
         predict_tta(model, images, ids, categories, mm, device, seed=0, progress=False)
         return len(images) / (time.perf_counter() - start)
 
+    def tta_forwards() -> None:
+        with torch.no_grad():
+            for _ in range(1 + m.tta.views):
+                softmax(model, x, device)
+
+    tta_pipeline = predict(m.tta)
+    model.eval()
+    tta_model_only = _rate(tta_forwards, m.batch_size, args)
     return dict(
         skipped=False,
         gpu=torch.cuda.get_device_name(device),
+        devices=torch.cuda.device_count(),
         cuda=torch.version.cuda,
         train_images_per_s={"pipeline": round(pipeline, 1), "model_only": round(model_only, 1),
                             "pipeline_share_of_model_only": round(pipeline / model_only, 3)},
         augment_images_per_s=round(augment_only, 1),
-        predict_images_per_s={"tta": round(predict(m.tta), 1), "plain": round(predict(TTA(views=0)), 1)},
+        predict_images_per_s={"tta": round(tta_pipeline, 1), "tta_model_only": round(tta_model_only, 1),
+                              "tta_share_of_model_only": round(tta_pipeline / tta_model_only, 3),
+                              "plain": round(predict(TTA(views=0)), 1)},
         peak_memory_gib=round(torch.cuda.max_memory_allocated(device) / 2**30, 2),
     )
 

@@ -8,6 +8,12 @@ optimizer, schedule, position, history, every RNG state) and `history.json`; `tr
 redrawn at the end of each stage.
 A rerun with the same inputs continues from the checkpoint and ends with the same weights, bit for bit
 on the CPU, as a run that was never interrupted.
+
+Under `torchrun` (see `iwc.train.distributed`) the model trains with DistributedDataParallel: every
+process draws the same batch order, takes its part of each batch (the global batch size and the
+schedule stay the recipe's), augments and mixes it with its own random streams; losses, accuracies and
+validation are summed over the processes, and rank 0 alone writes the files. The checkpoint then holds
+every process's random states, so a resume with the same number of processes is exact too.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from tqdm.auto import tqdm
 from iwc.errors import IwcError
 from iwc.io import atomic_write, sha256_json, write_json
 from iwc.recipe import Model, Stage
+from iwc.train import distributed
 from iwc.train.augment import BatchAugment
 from iwc.train.model import amp_dtype, autocast, param_groups, place, set_frozen
 from iwc.train.predict import plain_probs, to_device
@@ -61,6 +68,8 @@ def fit(model: nn.Module, train_images: np.ndarray, train_labels: np.ndarray, va
     `BatchAugment(m.augment, m.image_size)`). `on_epoch_end(record)` runs after each epoch is saved.
     A fresh run seeds torch's global generator with `seed`; if `out_dir/checkpoint.pt` exists (same
     recipe, seed and data sizes), training continues from it with every random state restored.
+    Under torchrun every process calls `fit` with the same arguments (`on_epoch_end` runs on each, after
+    rank 0 has saved); only rank 0 shows progress and writes files.
     """
     device = torch.device(device)
     out_dir = Path(out_dir)
@@ -69,17 +78,19 @@ def fit(model: nn.Module, train_images: np.ndarray, train_labels: np.ndarray, va
         val_labels = _check_labels(val_images, val_labels, model.num_classes, "validation")
     augment = augment if augment is not None else BatchAugment(m.augment, m.image_size)
     place(model, device)
+    world, rank = distributed.world_size(), distributed.rank()
+    progress = progress and distributed.is_main()
 
-    rng = TrainRandom(seed)
+    rng = TrainRandom(seed, rank, world)
     key = _run_key(m, seed, len(train_images), 0 if val_images is None else len(val_images))
     path = out_dir / CHECKPOINT
-    saved = _read_checkpoint(path, key) if path.exists() else None
+    saved = _read_checkpoint(path, key, world) if path.exists() else None
     if saved is None:
-        torch.manual_seed(seed)
+        torch.manual_seed(rng.seed)
         first_stage, history = 0, []
     else:
         model.load_state_dict(saved["model"])
-        rng.load_state_dict(saved["rng"])
+        rng.load_state_dict(saved["rng"] if world == 1 else saved["rng"][rank])
         first_stage, history = saved["stage"], saved["history"]
 
     steps_per_epoch = math.ceil(len(train_images) / m.batch_size)
@@ -92,93 +103,125 @@ def fit(model: nn.Module, train_images: np.ndarray, train_labels: np.ndarray, va
         for epoch in range(first_epoch, stage.epochs):
             desc = f"stage {si + 1}/{len(m.stages)} epoch {epoch + 1}/{stage.epochs}"
             record = {"stage": si, "epoch": epoch, **trainer.epoch(train_images, train_labels, progress, desc)}
+            distributed.broadcast_buffers(model)  # the BatchNorm statistics validated and saved: rank 0's
             if val_images is not None:
                 record.update(_validate(model, val_images, val_labels, m, device))
             history.append(record)
-            _save_checkpoint(path, {
-                "key": key, "stage": si, "epoch": epoch + 1, "model": model.state_dict(),
-                "trainer": trainer.state_dict(), "rng": rng.state_dict(), "history": history,
-            })
-            write_json(out_dir / HISTORY, history)
-            if epoch + 1 == stage.epochs and si + 1 < len(m.stages):  # plots cost ~1 s: once per stage
-                plot_curves(history, out_dir / CURVES)
+            rng_state = rng.state_dict() if world == 1 else distributed.all_gather(rng.state_dict())
+            if distributed.is_main():
+                _save_checkpoint(path, {
+                    "key": key, "stage": si, "epoch": epoch + 1, "model": model.state_dict(),
+                    "trainer": trainer.state_dict(), "rng": rng_state, "history": history,
+                    **({"processes": world} if world > 1 else {}),
+                })
+                write_json(out_dir / HISTORY, history)
+                if epoch + 1 == stage.epochs and si + 1 < len(m.stages):  # plots cost ~1 s: once per stage
+                    plot_curves(history, out_dir / CURVES)
+            distributed.barrier()
             if on_epoch_end is not None:
                 on_epoch_end(record)
-    if history:
+    if history and distributed.is_main():
         plot_curves(history, out_dir / CURVES)
     return FitResult(history, path)
 
 
 class TrainRandom:
     """Every random stream of a fit, seeded once: batch order + augmentation (a CPU torch generator, so the
-    parameters are the same on any device), mixup (numpy), and torch's global generators (dropout)."""
+    parameters are the same on any device), mixup (numpy), and torch's global generators (dropout).
 
-    def __init__(self, seed: int) -> None:
-        self.generator = torch.Generator().manual_seed(seed)
-        self.numpy = np.random.default_rng(seed)
+    With several processes (`rank` of `world`) the batch order (`order`) stays `seed`'s on every process,
+    while augmentation, mixup and torch's generators use a seed of their own per process (`self.seed`).
+    """
+
+    def __init__(self, seed: int, rank: int = 0, world: int = 1) -> None:
+        self.world = world
+        self.seed = seed if world == 1 else int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
+        self.order = torch.Generator().manual_seed(seed)
+        self.generator = self.order if world == 1 else torch.Generator().manual_seed(self.seed)
+        self.numpy = np.random.default_rng(self.seed)
 
     def state_dict(self) -> dict[str, Any]:
         state = {"generator": self.generator.get_state(), "numpy": self.numpy.bit_generator.state,
                  "torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            state["cuda"] = torch.cuda.get_rng_state_all()
+        if self.world > 1:
+            state["order"] = self.order.get_state()
+        if torch.cuda.is_available():  # several processes: each keeps its own device's state only
+            state["cuda"] = torch.cuda.get_rng_state_all() if self.world == 1 else torch.cuda.get_rng_state()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
         self.numpy.bit_generator.state = state["numpy"]
         torch.set_rng_state(state["torch"])
+        if self.world > 1:
+            self.order.set_state(state["order"])
         if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
+            if self.world == 1:
+                torch.cuda.set_rng_state_all(state["cuda"])
+            else:
+                torch.cuda.set_rng_state(state["cuda"])
 
 
 class StageTrainer:
-    """One stage: frozen or not, AdamW over layer groups, one-cycle schedule, and the per-batch step."""
+    """One stage: frozen or not, AdamW over layer groups, one-cycle schedule, and the per-batch step.
+
+    `net` is what runs the batches: the model itself, or under torchrun the model in DistributedDataParallel.
+    """
 
     def __init__(self, model: nn.Module, stage: Stage, m: Model, steps_per_epoch: int, device: torch.device,
                  augment: Augmenter, rng: TrainRandom) -> None:
         set_frozen(model, stage.frozen)
         self.model, self.stage, self.m, self.device, self.augment, self.rng = model, stage, m, device, augment, rng
+        self.net = distributed.wrap(model)
         self.optimizer, self.scheduler = one_cycle(model, stage, stage.epochs * steps_per_epoch)
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype(device) == torch.float16)
 
     def epoch(self, images: np.ndarray, labels: np.ndarray, progress: bool, desc: str) -> dict[str, float]:
-        """One pass over the images; returns train_loss, train_acc (against the unmixed labels), images_per_s."""
+        """One pass over the images; returns train_loss, train_acc (against the unmixed labels), images_per_s,
+        each over all processes."""
         self.model.train()
-        batches = epoch_batches(len(images), self.m.batch_size, self.rng.generator)
+        batches = epoch_batches(len(images), self.m.batch_size, self.rng.order)
+        world, rank = distributed.world_size(), distributed.rank()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
         seen, start = 0, time.perf_counter()
         with tqdm(total=len(batches), desc=desc, unit="batch", disable=not progress) as bar:
-            for k, idx in enumerate(batches):
+            for k, batch in enumerate(batches):
+                idx, count = distributed.shard(batch, rank, world)
                 x, y = to_device(images[idx], self.device), to_device(labels[idx], self.device)
-                batch_loss, batch_correct = self.step(x, y)
-                loss_sum += batch_loss
-                correct += batch_correct
-                seen += len(idx)
+                # DDP averages gradients over processes: weighing each process's mean loss by its share
+                # of the batch makes that average the gradient of the global batch's mean loss.
+                batch_loss, batch_correct = self.step(x, y, count * world / len(batch))
+                if count:
+                    loss_sum += batch_loss
+                    correct += batch_correct
+                    seen += count
                 bar.update()
                 if progress and (k % _POSTFIX_EVERY == 0 or k == len(batches) - 1):
                     bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.3f}",
-                                    img_s=f"{seen / (time.perf_counter() - start):.0f}")
-        stats = {"train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen}
+                                    img_s=f"{seen * world / (time.perf_counter() - start):.0f}")
+        loss_total, correct_total, seen = distributed.all_reduce_sum([loss_sum.item(), correct.item(), seen])
+        stats = {"train_loss": loss_total / seen, "train_acc": correct_total / seen}
         stats["images_per_s"] = seen / (time.perf_counter() - start)  # after .item(): the device is done
         return stats
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(self, x: torch.Tensor, y: torch.Tensor, weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """Augment, mix and train on one uint8 batch; returns (summed loss, correct count) on the device."""
         inputs = self.augment(x, self.rng.generator)
         targets = soft_targets(y, self.model.num_classes, self.m.label_smoothing)
         if self.stage.mixup > 0:
             inputs, targets = mixup(inputs, targets, self.stage.mixup, self.rng.numpy)
-        return self.update(inputs, targets, y)
+        return self.update(inputs, targets, y, weight)
 
-    def update(self, inputs: torch.Tensor, targets: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer + schedule step on ready inputs and soft targets."""
+    def update(self, inputs: torch.Tensor, targets: torch.Tensor, y: torch.Tensor,
+               weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer + schedule step on ready inputs and soft targets; `weight` scales the loss that is
+        backpropagated (not the one returned)."""
         with autocast(self.device):
-            logits = self.model(inputs)
+            logits = self.net(inputs)
         loss = soft_cross_entropy(logits.float(), targets)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        self.scaler.scale(loss if weight == 1 else loss * weight).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
@@ -258,10 +301,15 @@ def plot_curves(history: list[dict], path: Path) -> None:
 
 def _validate(model: nn.Module, images: np.ndarray, labels: np.ndarray, m: Model,
               device: torch.device) -> dict[str, float]:
-    probs = plain_probs(model, images, m, device)
+    """Validation loss and accuracy; with several processes each scores its part and the sums are shared."""
+    probs = plain_probs(model, distributed.my_part(images), m, device)
+    labels = labels[distributed.part_range(len(labels))]
     picked = probs[np.arange(len(labels)), labels]
-    return {"val_loss": float(-np.log(np.maximum(picked, 1e-12)).mean()),
-            "val_acc": float((probs.argmax(1) == labels).mean())}
+    losses, hits = -np.log(np.maximum(picked, 1e-12)), probs.argmax(1) == labels
+    if distributed.world_size() == 1:
+        return {"val_loss": float(losses.mean()), "val_acc": float(hits.mean())}
+    loss_sum, hit_sum, n = distributed.all_reduce_sum([losses.sum(dtype=np.float64), hits.sum(), len(labels)])
+    return {"val_loss": loss_sum / n, "val_acc": hit_sum / n}
 
 
 def _check_labels(images: np.ndarray, labels: np.ndarray | None, num_classes: int, what: str) -> np.ndarray:
@@ -289,7 +337,7 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
         torch.save(state, f)
 
 
-def _read_checkpoint(path: Path, key: str) -> dict[str, Any]:
+def _read_checkpoint(path: Path, key: str, world: int) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated or foreign file: torch raises several error types
@@ -297,4 +345,8 @@ def _read_checkpoint(path: Path, key: str) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("key") != key:
         raise IwcError(f"checkpoint {path} belongs to another recipe, seed or data set; delete it to train "
                        "from the start, or use another output folder")
+    if state.get("processes", 1) != world:
+        raise IwcError(f"checkpoint {path} was written by a run of {state.get('processes', 1)} process(es) "
+                       f"and this run has {world}: resume with as many GPUs (--gpus), or delete it to train "
+                       "from the start")
     return state
