@@ -1,11 +1,15 @@
-"""What code produced an output: the package version and a hash of its source files."""
+"""What produced an output: the package version, a hash of its source files, and the runtime it ran on."""
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import platform
+import sys
 from collections.abc import Mapping
+from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import iwc
 
@@ -39,6 +43,34 @@ def code_hash() -> str:
     return package_hash(PACKAGE_DIR)
 
 
-def code_version() -> dict[str, str]:
-    """`{"iwc": version, "code_sha256": hash}`: stamped into every manifest."""
-    return {"iwc": iwc.__version__, "code_sha256": code_hash()}
+def runtime() -> dict[str, str]:
+    """Versions of python, torch, timm and numpy, and the device: stamped into every manifest.
+
+    Cheap, and never imports torch or initializes CUDA itself: a version comes from the imported module
+    (torch's carries its build, e.g. `+cu121`), else from the installed package's metadata; the device
+    ("cpu", "cuda: <name>", "cuda: <n> x <name>") is asked of torch only when this process has imported it
+    already (a process that never imports torch used no device: "none").
+    """
+    info = {"python": platform.python_version()}
+    for package in ("torch", "timm", "numpy"):
+        try:
+            info[package] = getattr(sys.modules.get(package), "__version__", None) or metadata.version(package)
+        except metadata.PackageNotFoundError:
+            info[package] = "not installed"
+    info["device"] = _device()
+    return info
+
+
+def _device() -> str:
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return "none"
+    if not torch.cuda.is_available():
+        return "cpu"
+    count, name = torch.cuda.device_count(), torch.cuda.get_device_name(0)
+    return f"cuda: {name}" if count == 1 else f"cuda: {count} x {name}"
+
+
+def code_version() -> dict[str, Any]:
+    """`{"iwc": version, "code_sha256": hash, "runtime": runtime()}`: stamped into every manifest."""
+    return {"iwc": iwc.__version__, "code_sha256": code_hash(), "runtime": runtime()}

@@ -1,13 +1,16 @@
-"""Run report: the accuracy table, a confusion matrix and per-location accuracy, as markdown + PNGs.
+"""Run report: the accuracy table, a judgement of each step, a confusion matrix and per-location accuracy.
 
 Inputs are plain arrays of original category ids, so the same functions serve validation (labels known
-to the aggregator) and the synthetic test set (labels known only to local evaluation).
+to the aggregator) and the synthetic test set (labels known only to local evaluation). The table starts
+with a baseline, predicting the most frequent training category for every image; `judge` flags a step
+that lowers accuracy compared with the step it builds on, and a final result below that baseline.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -19,8 +22,10 @@ import pandas as pd
 
 from iwc.io import atomic_write, write_text
 
-STEPS = ("full", "crop", "blend", "final")
+BASELINE = "baseline"
+STEPS = (BASELINE, "full", "crop", "blend", "final")
 STEP_NAMES = {
+    BASELINE: "most frequent class (baseline)",
     "full": "full-image model",
     "crop": "crop model (no crop -> empty)",
     "blend": "blend (full + crop)",
@@ -34,12 +39,74 @@ def accuracies(predictions: Mapping[str, np.ndarray], truth: np.ndarray) -> dict
     return {step: float(np.mean(np.asarray(pred) == truth)) for step, pred in predictions.items()}
 
 
+def most_frequent_class(labels: Iterable[int]) -> int:
+    """The most frequent category id of `labels` (the smallest id among ties): the baseline's answer."""
+    counts = pd.Series(np.asarray(list(labels), dtype=np.int64)).value_counts()
+    if counts.empty:
+        raise ValueError("no labels to take the most frequent class of")
+    return int(counts[counts == counts.max()].index.min())
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A step that does worse than it should: `note` for the table, `sentence` for the report."""
+
+    step: str
+    note: str
+    sentence: str
+
+
+def judge(accuracy: Mapping[str, float], on: str = "validation") -> list[Flag]:
+    """Flags for one evaluation set's accuracies (`on` names it in the sentences).
+
+    The blend is flagged when it is below the better single model, the sequence vote when it is below the
+    blend, and the final result when it is below the most-frequent-class baseline. Steps missing from
+    `accuracy` are not judged.
+    """
+    a = accuracy
+    flags = []
+    if {"full", "crop", "blend"} <= a.keys():
+        better, name = ("full", "full-image model") if a["full"] >= a["crop"] else ("crop", "crop model")
+        if a["blend"] < a[better]:
+            flags.append(Flag("blend", f"lower than the {name}",
+                              f"On {on}, the blend ({a['blend']:.4f}) is lower than the better single model, the "
+                              f"{name} ({a[better]:.4f}): the blend weights hurt; revisit them."))
+    if {"blend", "final"} <= a.keys() and a["final"] < a["blend"]:
+        flags.append(Flag("final", "lower than the blend",
+                          f"On {on}, the sequence vote lowers accuracy from {a['blend']:.4f} (blend) to "
+                          f"{a['final']:.4f}: check the sequence settings (method, gap_s, vote)."))
+    if {BASELINE, "final"} <= a.keys() and a["final"] < a[BASELINE]:
+        flags.append(Flag("final", "below the baseline",
+                          f"On {on}, the final result ({a['final']:.4f}) is below the baseline that predicts the "
+                          f"most frequent class for every image ({a[BASELINE]:.4f}): the models learned less "
+                          "than the class prior."))
+    return flags
+
+
+def judgement(accuracy: Mapping[str, float], on: str = "validation") -> str:
+    """The report's paragraph on `judge(accuracy, on)`: one warning sentence per flag, or that none fired."""
+    flags = judge(accuracy, on)
+    if not flags:
+        return (f"On {on}, no step lowers accuracy compared with the step it builds on, and the final result "
+                "beats the most-frequent-class baseline.")
+    return "\n".join(f"- ⚠ {f.sentence}" for f in flags)
+
+
 def accuracy_table(columns: Mapping[str, Mapping[str, float]]) -> str:
-    """Markdown table: one row per step, one column per evaluation set (e.g. validation, test)."""
+    """Markdown table: one row per step, one column per evaluation set (e.g. validation, test).
+
+    The first set is judged (`judge`); when a step is flagged, a last "note" column says why.
+    """
     sets = list(columns)
-    lines = ["| step | " + " | ".join(sets) + " |", "|---|" + "---:|" * len(sets)]
+    notes: dict[str, list[str]] = {}
+    for flag in judge(columns[sets[0]]) if sets else []:
+        notes.setdefault(flag.step, []).append(flag.note)
+    header = [*sets, *(["note"] if notes else [])]
+    lines = ["| step | " + " | ".join(header) + " |", "|---|" + "---:|" * len(sets) + ("---|" if notes else "")]
     for step in STEPS:
         cells = [f"{columns[s][step]:.4f}" if step in columns[s] else "-" for s in sets]
+        if notes:
+            cells.append("; ".join(f"⚠ {n}" for n in notes.get(step, [])))
         lines.append(f"| {STEP_NAMES[step]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -4,7 +4,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from iwc.report import STEPS, accuracies, accuracy_table, plot_confusion, plot_per_location, write_report
+from iwc.report import (
+    STEPS,
+    accuracies,
+    accuracy_table,
+    judge,
+    judgement,
+    most_frequent_class,
+    plot_confusion,
+    plot_per_location,
+    write_report,
+)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TRUTH = np.array([0, 3, 3, 72, 72, 0])
@@ -34,18 +44,66 @@ def test_accuracies_per_step():
 
 
 def test_accuracy_table_has_a_row_per_step_and_a_column_per_set():
-    table = accuracy_table({"validation": {"full": 0.5, "crop": 0.25, "blend": 0.625, "final": 0.75},
+    table = accuracy_table({"validation": {"baseline": 0.3, "full": 0.5, "crop": 0.25, "blend": 0.625, "final": 0.75},
                             "test": {"full": 0.4, "final": 0.123456}})
     lines = table.splitlines()
-    assert lines[0] == "| step | validation | test |"
+    assert lines[0] == "| step | validation | test |"  # nothing flagged: no note column
     assert lines[1] == "|---|---:|---:|"
     assert lines[2:] == [
+        "| most frequent class (baseline) | 0.3000 | - |",
         "| full-image model | 0.5000 | 0.4000 |",
         "| crop model (no crop -> empty) | 0.2500 | - |",
         "| blend (full + crop) | 0.6250 | - |",
         "| blend + sequence vote | 0.7500 | 0.1235 |",
     ]
     assert len(lines) == 2 + len(STEPS)
+
+
+GOOD = {"baseline": 0.34, "full": 0.60, "crop": 0.55, "blend": 0.65, "final": 0.70}
+
+
+def test_a_method_that_improves_at_every_step_is_not_flagged():
+    assert judge(GOOD) == []
+    assert judgement(GOOD).startswith("On validation, no step lowers accuracy")
+    ties = {"baseline": 0.5, "full": 0.5, "crop": 0.5, "blend": 0.5, "final": 0.5}
+    assert judge(ties) == []  # equal is not worse
+
+
+@pytest.mark.parametrize(("change", "flagged"), [
+    ({"blend": 0.58}, [("blend", "lower than the full-image model")]),  # below the better single model
+    ({"crop": 0.66}, [("blend", "lower than the crop model")]),
+    ({"final": 0.62}, [("final", "lower than the blend")]),
+    ({"full": 0.2, "crop": 0.2, "blend": 0.25, "final": 0.3},
+     [("final", "below the baseline")]),
+    ({"final": 0.3}, [("final", "lower than the blend"), ("final", "below the baseline")]),
+])
+def test_a_worse_step_is_flagged(change, flagged):
+    accuracy = {**GOOD, **change}
+    assert [(f.step, f.note) for f in judge(accuracy)] == flagged
+    text = judgement(accuracy, on="validation")
+    assert text.count("⚠") == len(flagged)
+    assert all(f.sentence in text for f in judge(accuracy))
+
+
+def test_the_table_flags_a_worse_step_in_a_note_column():
+    table = accuracy_table({"validation": {**GOOD, "final": 0.3}, "test": {**GOOD, "blend": 0.1}})
+    lines = table.splitlines()
+    assert lines[0] == "| step | validation | test | note |"
+    assert lines[1] == "|---|---:|---:|---|"
+    assert lines[-1] == "| blend + sequence vote | 0.3000 | 0.7000 | ⚠ lower than the blend; ⚠ below the baseline |"
+    assert lines[-2] == "| blend (full + crop) | 0.6500 | 0.1000 |  |"  # judged on the first set only
+    assert "⚠" not in "".join(lines[2:-1])
+
+
+def test_judging_skips_steps_that_are_absent():
+    assert judge({"full": 0.9, "final": 0.1}) == []
+
+
+def test_most_frequent_class_breaks_ties_by_the_smallest_id():
+    assert most_frequent_class([3, 72, 72, 0, 3, 0]) == 0
+    assert most_frequent_class(np.array([5, 5, 9])) == 5
+    with pytest.raises(ValueError):
+        most_frequent_class([])
 
 
 def test_plot_confusion_writes_a_deterministic_png(tmp_path):
