@@ -1,5 +1,9 @@
 """Local backend: a generated kernel runs in a subprocess against a symlinked Kaggle-shaped input root."""
 
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -74,14 +78,76 @@ def test_rerun_replaces_the_mounts(tmp_path):
     assert not (tmp_path / "run" / "input" / "competitions").exists()
 
 
-def test_failure_surfaces_the_kernel_error(tmp_path):
+def test_failure_surfaces_the_kernel_error_once(tmp_path, capfd):
     log = tmp_path / "fake.log"
     with pytest.raises(IwcError) as e:
         run_local(write_kernel(tmp_path, FAILING_STAGE), {}, tmp_path / "run", log_path=log)
     msg = str(e.value)
-    assert "exit code 2" in msg and str(log) in msg and "about to fail" in msg
-    assert "error: the fake stage has nothing to do: attach something" in msg
-    assert "Traceback" not in log.read_text()
+    assert msg == f"the fake stage has nothing to do: attach something (kernel log: {log})"
+    out = capfd.readouterr()
+    assert "about to fail" in out.out
+    assert "nothing to do" not in out.out + out.err  # shown once: by whoever prints the IwcError
+    text = log.read_text()
+    assert "about to fail" in text and "error: the fake stage has nothing to do" in text
+    assert "Traceback" not in text
+
+
+def test_an_error_quotes_the_users_folder_not_the_mount(tmp_path, capfd):
+    stage = (FAILING_STAGE.replace("from iwc.errors", "from iwc import layout\nfrom iwc.errors")
+             .replace('"the fake stage has nothing to do: attach something"',
+                      'f"{layout.find_competition() / \'x.json\'}: broken\\nfix it"'))
+    real = competition(tmp_path)
+    with pytest.raises(IwcError) as e:
+        run_local(write_kernel(tmp_path, stage), {"competitions/iwildcam-2020-fgvc7": real}, tmp_path / "run")
+    assert str(e.value) == f"{real / 'x.json'}: broken\nfix it"
+    assert "x.json" not in capfd.readouterr().out
+
+
+def test_a_crash_names_its_last_line_without_repeating_the_output(tmp_path, capfd):
+    stage = "def main(recipe):\n    print('working')\n    raise ValueError('boom')\n"
+    log = tmp_path / "fake.log"
+    with pytest.raises(IwcError) as e:
+        run_local(write_kernel(tmp_path, stage), {}, tmp_path / "run", log_path=log)
+    msg = str(e.value)
+    assert msg.startswith("kernel iwc_fake.py failed with exit code 1: ValueError: boom (kernel log:")
+    assert "working" not in msg and "\n" not in msg
+    out = capfd.readouterr().out
+    assert out.count("Traceback") == 1 and "ValueError: boom" in out
+
+
+SOURCE_DIR_STAGE = """\
+import os
+import signal
+import sys
+
+import iwc
+
+
+def main(recipe):
+    print("sources in", os.path.dirname(os.path.dirname(iwc.__file__)), flush=True)
+    if os.environ.get("IWC_TEST_DIE"):
+        os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _source_dir(log: Path) -> Path:
+    lines = [line for line in log.read_text().splitlines() if line.startswith("sources in ")]
+    return Path(lines[-1].removeprefix("sources in "))
+
+
+def test_kernel_sources_live_under_the_scratch_dir_and_a_killed_kernels_are_removed_next_time(tmp_path):
+    kernel, scratch, log = write_kernel(tmp_path, SOURCE_DIR_STAGE), tmp_path / "scratch", tmp_path / "log.txt"
+    env = {"IWC_SCRATCH_DIR": str(scratch)}
+    run_local(kernel, {}, tmp_path / "run", log, env=env)
+    assert _source_dir(log).parent == scratch and not _source_dir(log).exists()  # removed at exit
+    with pytest.raises(IwcError, match="exit code -9"):
+        run_local(kernel, {}, tmp_path / "run", log, env={**env, "IWC_TEST_DIE": "1"})
+    killed = _source_dir(log)
+    assert killed.parent == scratch and killed.is_dir()  # a SIGKILL leaves no chance to clean up
+    run_local(kernel, {}, tmp_path / "run", log, env=env)
+    assert not killed.exists()
+    assert list(scratch.iterdir()) == []
+    assert log.read_text().count("sources in ") == 3  # the log is appended to, never truncated
 
 
 def test_env_reaches_the_kernel(tmp_path):
@@ -111,3 +177,44 @@ def test_input_dir_with_real_files_is_left_alone(tmp_path):
     with pytest.raises(IwcError, match="real file"):
         mount_inputs({}, tmp_path / "input")
     assert keep.read_text() == "mine"
+
+
+SLEEPING_STAGE = SOURCE_DIR_STAGE + """\
+    import time
+
+    time.sleep(600)
+"""
+
+HOST = """\
+import sys
+from pathlib import Path
+
+from iwc.host.backends.local import run_local
+
+kernel, work, log, scratch = sys.argv[1:]
+try:
+    run_local(Path(kernel), {}, Path(work), Path(log), env={"IWC_SCRATCH_DIR": scratch})
+except KeyboardInterrupt:
+    print("host interrupted", flush=True)
+    sys.exit(130)
+"""
+
+
+def test_ctrl_c_stops_the_kernel_and_it_removes_its_sources(tmp_path):
+    kernel, scratch, log = write_kernel(tmp_path, SLEEPING_STAGE), tmp_path / "scratch", tmp_path / "log.txt"
+    host = subprocess.Popen([sys.executable, "-c", HOST, str(kernel), str(tmp_path / "run"), str(log), str(scratch)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (log.is_file() and "sources in " in log.read_text()):
+            assert host.poll() is None and time.monotonic() < deadline, "the kernel never started"
+            time.sleep(0.2)
+        sources = _source_dir(log)
+        assert sources.is_dir()
+        host.send_signal(signal.SIGINT)  # the host only, as when the kernel ignores the terminal's signal
+        out, _ = host.communicate(timeout=120)
+    finally:
+        host.kill()
+    assert host.returncode == 130 and "host interrupted" in out
+    assert not sources.exists()  # the kernel got an interrupt in turn and cleaned up before it ended
+    assert list(scratch.iterdir()) == []

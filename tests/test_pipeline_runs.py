@@ -105,10 +105,10 @@ def test_a_second_process_on_the_same_run_folder_refuses_and_a_killed_holders_lo
 def test_an_interrupted_stage_resumes_with_its_history(small_demo, tmp_path, capsys):
     backend = FakeBackend()
     backend.interrupt.add("crop")
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt) as interrupted:
         run(small_demo, tmp_path, backend)
-    err = capsys.readouterr().err
-    assert "interrupted: rerun the same command to resume" in err and str(Path("stages") / "crop") in err
+    said = str(interrupted.value)
+    assert "rerun the same command to resume" in said and str(Path("stages") / "crop") in said
     assert state(tmp_path, "crop")["complete"] is False and state(tmp_path, "crop")["attempts"] == 1
     assert "running_since" not in state(tmp_path, "crop")  # the interrupted attempt's time was recorded
 
@@ -126,7 +126,7 @@ def test_an_interrupted_stage_resumes_with_its_history(small_demo, tmp_path, cap
     crop = state(tmp_path, "crop")
     assert crop["complete"] is True and crop["attempts"] == 3 and crop["seconds"] >= 0
     recorded = json.loads((result.submission_dir / "run.json").read_text())["stages"]
-    assert recorded["crop"] == {"ran": True, "attempts": 3, "seconds": crop["seconds"]}
+    assert recorded["crop"] == {"ran": True, "attempts": 3, "seconds": crop["seconds"], "runtime": {}}
     assert recorded["full"]["ran"] is False and recorded["full"]["attempts"] == 1
     assert "| crop | ran | 3 |" in (result.submission_dir / "report.md").read_text()
 
@@ -142,7 +142,7 @@ def test_a_host_killed_mid_stage_still_counts_the_attempt(small_demo, tmp_path, 
     assert full["attempts"] == 2 and full["seconds"] >= 50
 
 
-def test_changed_key_clears_the_stages_scratch_and_force_clears_all_of_it(small_demo, tmp_path):
+def test_changed_key_keeps_the_content_keyed_scratch_and_force_clears_all_of_it(small_demo, tmp_path):
     backend = FakeBackend()
     run(small_demo, tmp_path, backend)
     scratch = tmp_path / "runs" / "a" / "scratch"
@@ -151,7 +151,7 @@ def test_changed_key_clears_the_stages_scratch_and_force_clears_all_of_it(small_
         (scratch / sub / "cached").write_text("old")
     result = run(small_demo, tmp_path, backend, ["crops.threshold=0.5"])
     assert result.ran == ["crop", "aggregate"]
-    assert sorted(p.name for p in scratch.iterdir()) == ["full", "other"]
+    assert sorted(p.name for p in scratch.iterdir()) == ["crop", "crops", "full", "other"]
     result = run(small_demo, tmp_path, backend, ["crops.threshold=0.5"], force=True)
     assert result.ran == ["full", "crop", "aggregate"] and not scratch.exists()
     assert state(tmp_path, "full")["attempts"] == 1  # a forced run starts the count afresh

@@ -49,6 +49,10 @@ def test_first_run_runs_every_stage_and_leaves_a_valid_submission(first, small_d
     assert submission["Id"].tolist() == pd.read_csv(sample, dtype={"Id": str})["Id"].tolist()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["submission"]["rows"] == len(submission)
+    assert set(manifest["code"]["runtime"]) == {"python", "torch", "timm", "numpy", "device"}
+    stages = json.loads((out / "run.json").read_text())["stages"]
+    for stage in ("full", "crop"):  # what each kernel ran with, as its own manifest reported it
+        assert stages[stage]["runtime"]["device"] == "cpu" and stages[stage]["runtime"]["torch"].startswith("2.")
     assert set(result.accuracy) == {"validation (held-out locations)", "test"}
     for accuracy in result.accuracy.values():
         assert set(accuracy) == set(STEPS) and all(0 <= a <= 1 for a in accuracy.values())
@@ -89,6 +93,11 @@ def test_interrupted_stage_resumes_from_its_checkpoint(first, small_demo, capsys
     assert "[full] resuming" in capsys.readouterr().out
     # images_per_s differs between any two real epochs: identical history means no epoch was retrained
     assert (stage / "working" / "full" / "history.json").read_text() == history
+    log = (stage / "log.txt").read_text()
+    first, _, second = log.partition("==== attempt 2 (resuming) at ")
+    assert first.startswith("==== attempt 1 at ") and "iwc kernel: iwc.stages.full:main" in first  # kept
+    assert "iwc kernel: iwc.stages.full:main" in second
+    assert json.loads((stage / "stage.json").read_text())["attempts"] == 2
 
 
 def test_same_seed_gives_a_byte_identical_submission(first, small_demo):

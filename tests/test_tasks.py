@@ -11,7 +11,9 @@ from invoke import MockContext, Result
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ["reproduce", "test", "lint", "bench.aggregate", "bench.crops", "bench.pipeline", "bench.gpu",
-         "data.demo", "kernels.build", "kernels.check"]
+         "data.demo", "data.download", "kernels.build", "kernels.check", "kernels.push", "kernels.status",
+         "kernels.pull", "submission.submit", "weights.save", "docker.build", "docker.run", "docker.lock",
+         "kaggle.sandbox"]
 
 
 def _invoke(*args: str) -> subprocess.CompletedProcess:
@@ -76,3 +78,33 @@ def test_reproduce_forwards_its_options_to_iwc_reproduce():
                      run="x y") == [
         f"{sys.executable} -m iwc.host.cli reproduce --demo --set blend.full_weight=0.5 --set seed=3 "
         "--run 'x y' --seed 0 --data-seed 7"]
+
+
+def test_weights_save_forwards_to_iwc_weights_save():
+    assert _commands(_load_tasks().weights_save, out="w/r50.safetensors") == [
+        f"{sys.executable} -m iwc.host.cli weights save --arch resnet50 --out w/r50.safetensors"]
+
+
+@pytest.mark.parametrize("code", [1, 2, 130])
+def test_a_failing_iwc_command_exits_the_task_with_its_code(code):
+    from invoke import Exit
+
+    c = MockContext(run=Result(exited=code), repeat=True)
+    with pytest.raises(Exit) as e:
+        _load_tasks().reproduce(c, demo=True)
+    assert e.value.code == code
+
+
+def test_invoke_passes_iwc_exit_code_and_one_line_without_a_traceback():
+    done = _invoke("reproduce", "--recipe", "no-such-recipe")
+    assert done.returncode == 2
+    assert done.stderr.count("iwc: error:") == 1
+    assert "neither a named recipe" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_kaggle_sandbox_task_runs_the_sandbox_with_its_options():
+    tasks = _load_tasks()
+    assert _commands(tasks.kaggle_sandbox, data="d", port=8123, fault=["rate_limit:2,retry_after=3", "push_error"]) == [
+        f"{sys.executable} -m iwc.host.sandbox --data d --port 8123 --fault rate_limit:2,retry_after=3 "
+        "--fault push_error"]

@@ -4,8 +4,10 @@ Output, per stage: `<out>/<stage>/iwc_<stage>.py` and `<out>/<stage>/kernel-meta
 
 The script embeds every source file of the `iwc` package, each as a headed raw string, and the resolved
 recipe as indented JSON: what runs on Kaggle is readable there and needs no `pip install`. Run, it writes
-the sources to a temp folder, puts that folder first on `sys.path` (the embedded copy wins over any
-installed `iwc`, and tracebacks show real file names and lines), and calls the stage's `main(recipe)`.
+the sources to a folder under the scratch dir (`$IWC_SCRATCH_DIR`, else the temp dir; one named by the
+process id, so the next kernel removes one left by a killed kernel), puts that folder first on `sys.path`
+(the embedded copy wins over any installed `iwc`, and tracebacks show real file names and lines), and
+calls the stage's `main(recipe)`.
 The same sources, recipe and owner always give the same bytes; `check_fresh` lists files that differ.
 """
 
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from iwc.errors import IwcError
 from iwc.io import write_text
-from iwc.layout import COMPETITION_SLUG
+from iwc.layout import COMPETITION_SLUG, SCRATCH_ENV
 from iwc.provenance import PACKAGE_DIR, hash_sources, source_files
 from iwc.recipe import Recipe
 from iwc.stages import SPECS, STAGES, StageSpec
@@ -55,7 +57,7 @@ def render_script(stage: str, entry: str, recipe: Recipe, sources: Mapping[str, 
     recipe_json = _raw_literal(f"\n{json.dumps(recipe.to_dict(), indent=2)}\n", "the recipe JSON")
     parts = [
         _HEADER.format(stage=stage, recipe=recipe.name, code_sha=code_sha, entry=entry),
-        f"ENTRY = {entry!r}\nCODE_SHA256 = {code_sha!r}\n\n",
+        f"ENTRY = {entry!r}\nCODE_SHA256 = {code_sha!r}\nSCRATCH_ENV = {SCRATCH_ENV!r}\n\n",
         f"RECIPE_JSON = {recipe_json}\n",
         _BOOTSTRAP,
         "SOURCES = {}\n",
@@ -183,13 +185,14 @@ _HEADER = """\
 # runs: {entry}(recipe)
 #
 # Below: the recipe as JSON, a small bootstrap, then every source file of the `iwc` package, one raw
-# string each. Running this file writes those files to a temp folder, puts it first on sys.path and
-# calls the entry point with the recipe.
+# string each. Running this file writes those files to a folder under the scratch dir, puts it first on
+# sys.path and calls the entry point with the recipe.
 
 import atexit
 import importlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -201,7 +204,12 @@ _BOOTSTRAP = """
 def install_sources(sources):
     # Real files rather than an in-memory importer: tracebacks show the source lines, and worker
     # processes (DataLoader, torchrun) import the same code through sys.path / PYTHONPATH.
-    root = tempfile.mkdtemp(prefix="iwc-src-")
+    # Named by pid under the scratch dir: atexit removes it, and the next kernel removes one whose
+    # process was killed before atexit could run.
+    base = os.environ.get(SCRATCH_ENV) or tempfile.gettempdir()
+    os.makedirs(base, exist_ok=True)
+    remove_stale_sources(base)
+    root = tempfile.mkdtemp(prefix=f"iwc-src-{os.getpid()}-", dir=base)
     atexit.register(shutil.rmtree, root, True)
     for rel, text in sources.items():
         path = os.path.join(root, "iwc", *rel.split("/"))
@@ -211,6 +219,25 @@ def install_sources(sources):
     return root
 
 
+def remove_stale_sources(base):
+    for name in os.listdir(base):
+        match = re.fullmatch(r"iwc-src-([0-9]+)-[A-Za-z0-9_]+", name)
+        if match and not process_alive(int(match.group(1))):
+            shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+
+
+def process_alive(pid):
+    if os.name != "posix":  # no cheap check (os.kill would end the process): keep the folder
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process
+        return True
+    return True
+
+
 def main():
     root = install_sources(SOURCES)
     sys.path.insert(0, root)
@@ -218,14 +245,17 @@ def main():
     from iwc.errors import IwcError
     from iwc.recipe import Recipe
 
-    recipe = Recipe.from_dict(json.loads(RECIPE_JSON))
-    print(f"iwc kernel: {ENTRY} with recipe {recipe.name!r}, code {CODE_SHA256[:12]}", flush=True)
     module, func = ENTRY.split(":")
-    try:
+    try:  # exit codes as the `iwc` CLI: 2 an expected failure (its message says what to do), 130 Ctrl-C
+        recipe = Recipe.from_dict(json.loads(RECIPE_JSON))
+        print(f"iwc kernel: {ENTRY} with recipe {recipe.name!r}, code {CODE_SHA256[:12]}", flush=True)
         getattr(importlib.import_module(module), func)(recipe)
-    except IwcError as e:  # an expected failure: its message says what to do, like the `iwc` CLI
+    except IwcError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr, flush=True)
+        sys.exit(130)
 
 
 """

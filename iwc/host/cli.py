@@ -1,6 +1,8 @@
 """`iwc ...` command line: thin wrappers that parse arguments and call the package.
 
-Every command exits 0 on success; an `IwcError` is printed as one line (no traceback) with exit code 2.
+Exit codes (the same for `invoke` tasks and the kernels): 0 success; 2 a failure the user can fix (an
+`IwcError` or a usage error: one `iwc: error:` line, no traceback); 130 interrupted (Ctrl-C); 1 an
+unexpected bug (a traceback: please report it).
 """
 
 from __future__ import annotations
@@ -10,23 +12,29 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from iwc.errors import IwcError
 
 DEMO_DATA = Path("data/demo")
+QUIRKS_HELP = ("plant the real files' quirks (boxes past the frame, missing detector entries, sample Ids without "
+               "an image, grayscale, truncated / zero-byte / missing JPEGs), listed in ground_truth/data_issues.json")
 CATEGORIES_HELP = "competition folder or JSON with the category list (default: the sample's folder)"
+WEIGHTS_SAVE_HELP = ("save timm's pretrained weights for --arch to a local .safetensors file (needs a reachable "
+                     "model hub), for recipes run offline: set full.weights_file / crop.weights_file to it")
 
 
 def _demo_data(args: argparse.Namespace) -> None:
     from iwc.host.demo import write_demo
 
-    info = write_demo(Path(args.out), seed=args.seed, scale=args.scale, progress=not args.quiet)
+    info = write_demo(Path(args.out), seed=args.seed, scale=args.scale, progress=not args.quiet, quirks=args.quirks)
     print(info.summary())
 
 
 def _validate(args: argparse.Namespace) -> None:
     from iwc.submission import validate_file
 
+    _require_file(args.submission, "submission")
     _require_file(args.sample, "--sample")
     problems = validate_file(Path(args.submission), Path(args.sample), _category_ids(args.categories, args.sample))
     if problems:
@@ -38,6 +46,7 @@ def _assemble(args: argparse.Namespace) -> None:
     from iwc.data.competition import read_sample_submission
     from iwc.submission import assemble, read_predictions, write_submission
 
+    _require_file(args.predictions, "predictions")
     _require_file(args.sample, "--sample")
     sample = read_sample_submission(Path(args.sample))
     df = assemble(sample, read_predictions(Path(args.predictions)))
@@ -63,30 +72,67 @@ def _stage(args: argparse.Namespace) -> None:
 
 def _reproduce(args: argparse.Namespace) -> None:
     from iwc.host.backends import get_backend
+    from iwc.host.bundle import DEFAULT_OWNER
     from iwc.host.demo import demo_root, write_demo
+    from iwc.host.kaggle_cli import after_reproduce, before_reproduce
     from iwc.host.pipeline import reproduce
     from iwc.recipe import load_recipe
 
     overrides = [*args.set, *([f"seed={args.seed}"] if args.seed is not None else [])]
     recipe = load_recipe(args.recipe or ("demo" if args.demo else "reference"), overrides)
+    if args.gpus < 1 or (args.gpus > 1 and args.backend == "kaggle"):
+        raise IwcError(f"--gpus {args.gpus}: give at least 1, and more only with --backend local or docker "
+                       "(a Kaggle session runs one process)")
     backend = get_backend(args.backend)
+    name = args.run or recipe.name
+    if not before_reproduce(args, backend, recipe, Path("runs") / name):  # Kaggle's steps; False after --dry-run
+        return
+    if args.quirks and not args.demo:
+        raise IwcError("--quirks plants defects in the synthetic competition: use it with --demo")
     if args.demo:
-        root = Path(args.data) if args.data else demo_root(DEMO_DATA, args.data_seed, args.scale)
+        root = Path(args.data) if args.data else demo_root(DEMO_DATA, args.data_seed, args.scale, args.quirks)
         if not (root / "ground_truth").is_dir():
-            print(write_demo(root, seed=args.data_seed, scale=args.scale).summary())
+            print(write_demo(root, seed=args.data_seed, scale=args.scale, quirks=args.quirks).summary())
         else:
-            print(f"synthetic competition (seed {args.data_seed}, {args.scale}): reusing {root}")
+            print(f"synthetic competition (seed {args.data_seed}, {args.scale}"
+                  f"{', quirks' if args.quirks else ''}): reusing {root}")
     else:
         root = Path(args.data or "data/kaggle")
     truth = root / "ground_truth" / "test_labels.csv"
-    name = args.run or recipe.name
     result = reproduce(root, recipe, Path("runs") / name, Path("submissions") / name,
-                       truth=truth if truth.is_file() else None, force=args.force, backend=backend)
+                       truth=truth if truth.is_file() else None, force=args.force, backend=backend,
+                       gpus=args.gpus, owner=getattr(backend, "owner", DEFAULT_OWNER))
     ran, skipped = ", ".join(result.ran) or "none", ", ".join(result.skipped) or "none"
     print(f"\nstages run: {ran}; skipped (unchanged): {skipped}")
     print(result.table)
     print(f"\nsubmission: {result.submission_dir / 'submission.csv'} (validated); report: "
           f"{result.submission_dir / 'report.md'}")
+    after_reproduce(args, backend, result.submission_dir, Path("runs") / name, root)
+
+
+def _doctor(args: argparse.Namespace) -> None:
+    from iwc.host.doctor import doctor_lines
+
+    print("\n".join(doctor_lines()))
+
+
+def _docker_run(args: argparse.Namespace) -> None:
+    from iwc.host.backends.docker import DockerBackend, run_stage
+    from iwc.recipe import load_recipe
+
+    out = Path(args.out or f"runs/docker-{args.name}")
+    working = run_stage(args.name, Path(args.input_root), out, load_recipe(args.recipe, args.set),
+                        DockerBackend(image=args.image or ""))
+    print(f"outputs: {working}; log: {out / 'log.txt'}")
+
+
+def _weights_save(args: argparse.Namespace) -> None:
+    from iwc.host.weights import save_pretrained
+
+    out = Path(args.out)
+    size = save_pretrained(args.arch, out)
+    print(f"wrote {out} ({size / 2**20:.1f} MiB): use it offline with "  # absolute: kernels run in their own folders
+          f"--set full.weights_file={out.resolve()} --set crop.weights_file={out.resolve()}")
 
 
 def _recipe(args: argparse.Namespace) -> None:
@@ -111,12 +157,14 @@ def _category_ids(source: str | None, sample: str) -> list[int]:
         if "category_ids" in data:
             return [int(c) for c in data["category_ids"]]
         return [int(c["id"]) for c in data["categories"]]
-    except (ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError) as e:
         raise IwcError(f"{path} has no category list ({type(e).__name__}: {e}): expected a JSON with "
                        "'categories' ([{\"id\": ...}]) or 'category_ids'") from e
 
 
 def _require_file(path: str, what: str) -> None:
+    if Path(path).is_dir():
+        raise IwcError(f"{what} {path} is a directory; expected a CSV file")
     if not Path(path).is_file():
         raise IwcError(f"{what} {path}: no such file")
 
@@ -126,8 +174,17 @@ def _count_rows(path: Path) -> int:
         return sum(1 for _ in f) - 1
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with iwc's error format: a usage error is one `iwc: error:` line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"iwc: error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="iwc", description=__doc__.splitlines()[0])
+    from iwc.host.kaggle_cli import add_commands as add_kaggle_commands
+
+    parser = _Parser(prog="iwc", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, func: Callable[[argparse.Namespace], None], help: str) -> argparse.ArgumentParser:
@@ -140,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scale", choices=["small", "medium"], default="medium")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quirks", action="store_true", help=QUIRKS_HELP)
 
     p = add("validate", _validate, "check a submission.csv against the sample submission; report every problem")
     p.add_argument("submission")
@@ -164,14 +222,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="folder holding the competition data (default data/kaggle; with --demo "
                                   "data/demo/<scale>-seed<N>)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic competition (with --demo)")
+    p.add_argument("--quirks", action="store_true",
+                   help=f"with --demo: {QUIRKS_HELP} (data in data/demo/<scale>-seed<N>-quirks)")
     p.add_argument("--scale", choices=["small", "medium"], default="medium", help="size of the synthetic competition")
     p.add_argument("--seed", type=int, help="the recipe's seed (training, split, TTA)")
     p.add_argument("--run", help="run name: runs/<run>/ and submissions/<run>/ (default: the recipe name)")
     p.add_argument("--force", action="store_true", help="rerun every stage even if its inputs are unchanged")
-    p.add_argument("--backend", default="local", help="where the kernels run: local")
+    p.add_argument("--backend", default="local", help="where the kernels run: local | docker")
+    p.add_argument("--dry-run", action="store_true", help="with --backend kaggle: print the kernels that would be "
+                                                          "pushed (ids, sources, machine, internet, GPU); push nothing")
+    p.add_argument("--submit", action="store_true", help="submit the validated result to Kaggle and print its score")
+    p.add_argument("--timeout", type=float, help="with --backend kaggle: seconds to wait for each kernel "
+                                                 "(default 13 h)")
+    p.add_argument("--gpus", type=int, default=1, help="train each model on this many GPUs of this machine "
+                                                       "(torchrun, DistributedDataParallel; local and docker)")
     _add_recipe_args(p, default="reference, or demo with --demo")
+    p.epilog = ("Offline (no model hub, e.g. a Kaggle kernel without internet): the reference recipe starts from "
+                "pretrained weights; save them once where a hub is reachable (`iwc weights save --arch resnet50 "
+                "--out resnet50.safetensors`) and pass --set full.weights_file=FILE --set crop.weights_file=FILE, "
+                "or train from random init with --set full.pretrained=false --set crop.pretrained=false.")
 
     _add_recipe_args(add("recipe", _recipe, "print a resolved recipe as JSON"))
+
+    weights = sub.add_parser("weights", help="pretrained weights for offline runs").add_subparsers(
+        dest="action", required=True)
+    p = weights.add_parser("save", help=WEIGHTS_SAVE_HELP, description=WEIGHTS_SAVE_HELP)
+    p.set_defaults(func=_weights_save)
+    p.add_argument("--arch", default="resnet50", help="timm architecture (default resnet50, the reference's)")
+    p.add_argument("--out", required=True, help="file to write, ending in .safetensors")
+
+    add_kaggle_commands(sub)
+
+    add("doctor", _doctor, "print the versions of iwc, torch, timm and numpy, the CUDA devices and free disk")
+
+    p = add("docker-run", _docker_run, "run one stage's generated kernel in the project's Docker image")
+    p.add_argument("name", choices=["full", "crop", "aggregate"])
+    p.add_argument("--input-root", required=True, help="Kaggle-shaped input folder, mounted read-only at "
+                                                       "/kaggle/input")
+    p.add_argument("--out", help="folder for the kernel, log.txt and working/ (default runs/docker-<stage>)")
+    p.add_argument("--image", help="image to run (default: $IWC_DOCKER_IMAGE, else the one `invoke docker.build` "
+                                   "tags for this code)")
+    _add_recipe_args(p)
     return parser
 
 
@@ -189,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     except IwcError as e:
         print(f"iwc: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:  # `reproduce` says how to resume
+        print(f"iwc: interrupted{f': {e}' if str(e) else ''}", file=sys.stderr)
+        return 130
     return 0
 
 

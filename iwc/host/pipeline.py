@@ -3,13 +3,25 @@
 Stage caching: each stage has a key (content hash of its recipe sections, the package code, its input
 data and its upstream stages' keys). A rerun skips a stage whose key is unchanged and that finished; a
 stage that was interrupted with the same key resumes in place (training continues from its checkpoint);
-a changed key starts the stage afresh.
+a changed key starts the stage afresh (its image caches and crops in the run's scratch are content-keyed, so
+what is still valid is reused); `force` reruns every stage and clears the whole run's scratch.
+
+Around that: one run at a time per run folder (`runlock`); the competition files the pending stages read
+are checked here, with the kernels' own readers, before anything trains (`preflight`); a resumed stage
+appends to its log under a marked restart line and counts attempts and seconds across attempts (in
+`stage.json` and `run.json`); `submissions/<run>/` is assembled beside itself and swapped into place, so a
+failure leaves the previous one as it was.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,20 +29,22 @@ import numpy as np
 import pandas as pd
 
 from iwc import layout
-from iwc.data.competition import MD_JSON, SAMPLE_CSV, TEST_JSON, TRAIN_JSON
+from iwc.data.competition import MD_JSON, SAMPLE_CSV, TEST_JSON, TRAIN_JSON, Competition
+from iwc.data.issues import ISSUES_JSON, DataIssues
 from iwc.errors import IwcError
 from iwc.host.backends import Backend, KernelRun
 from iwc.host.backends.local import LocalBackend
 from iwc.host.bundle import DEFAULT_OWNER, build_kernels
+from iwc.host.runlock import run_lock
 from iwc.io import atomic_write, read_json_object, sha256_file, sha256_json, write_json
 from iwc.provenance import code_hash
 from iwc.recipe import Recipe
-from iwc.report import STEPS, accuracies, accuracy_table, write_report
+from iwc.report import STEPS, accuracies, accuracy_table, judgement, write_report
 from iwc.stages import SPECS, STAGES
 
 STATE_FILE = "stage.json"
 COPIED = ("submission.csv", "manifest.json", "validation.csv", "predictions.csv", "confusion_matrix.png",
-          "per_location.png")
+          "per_location.png", ISSUES_JSON)
 
 
 @dataclass
@@ -40,93 +54,287 @@ class RunResult:
     skipped: list[str] = field(default_factory=list)
     accuracy: dict[str, dict[str, float]] = field(default_factory=dict)  # set name -> step -> accuracy
     table: str = ""
+    stages: dict[str, dict] = field(default_factory=dict)  # stage -> {"ran", "attempts", "seconds"}
 
 
 def reproduce(data_root: Path, recipe: Recipe, run_dir: Path, submission_dir: Path, *,
               truth: Path | None = None, force: bool = False, owner: str = DEFAULT_OWNER,
-              backend: Backend | None = None) -> RunResult:
+              backend: Backend | None = None, gpus: int = 1) -> RunResult:
     """Run the three kernels locally on the data under `data_root` and assemble `submission_dir`.
 
     `truth` (an `Id,Category` CSV of test labels, known for the synthetic competition) adds test-set
     accuracy to the table. `force` reruns every stage. `backend` runs the kernels (default: here).
+    `gpus` > 1 trains each model stage in that many processes (torchrun, one GPU each); it is not part of
+    the stage keys, and a stage interrupted under another number of GPUs refuses to resume (`--force`).
+    Raises `IwcError` at once when another process works in `run_dir`, or when a competition file that a
+    stage to run reads is broken. On Ctrl-C the running kernel is stopped, the stage's state is kept, and
+    rerunning the same command resumes it.
     """
     backend = backend or LocalBackend()
+    remote = getattr(backend, "attaches_inputs", False)  # it attaches Kaggle's copies: only metadata is here
     try:
         competition = layout.find_competition(data_root)
-        resized = layout.find_resized(data_root)
+        resized = None if remote else layout.find_resized(data_root)
     except IwcError as e:
         raise IwcError(f"{e}\nFor a local run, put the competition files and the 256 px dataset under {data_root} "
                        "as Kaggle's downloads lay them out, or try `invoke reproduce --demo`.") from e
+    shown_run_dir = Path(run_dir)
     run_dir, submission_dir = Path(run_dir).resolve(), Path(submission_dir).resolve()
-    kernels = {Path(k).name: Path(k) for k in build_kernels(run_dir / "kernels", recipe, owner)}
-    metadata = _fingerprint_files(competition, (TRAIN_JSON, TEST_JSON, MD_JSON, SAMPLE_CSV))
-    keys = {
-        "full": sha256_json([code_hash(), recipe.section_hash(*SPECS["full"].sections), metadata,
-                             _fingerprint_listing(resized / layout.RESIZED_MARKER)]),
-        "crop": sha256_json([code_hash(), recipe.section_hash(*SPECS["crop"].sections), metadata,
-                             _fingerprint_listing(competition / "train"), _fingerprint_listing(competition / "test")]),
-    }
-    keys["aggregate"] = sha256_json([code_hash(), recipe.section_hash(*SPECS["aggregate"].sections), metadata,
-                                     keys["full"], keys["crop"]])
-    data_inputs = {f"competitions/{layout.COMPETITION_SLUG}": competition,
-                   f"datasets/{layout.RESIZED_DATASET}": resized}
-    env = {layout.SCRATCH_ENV: str(run_dir / "scratch")}
+    metadata = {stage: _fingerprint_files(competition, _metadata_files(stage)) for stage in STAGES}
+    if remote:  # Kaggle's copies of the images are fixed: their names stand for them
+        images = {"full": [layout.RESIZED_DATASET], "crop": [layout.COMPETITION_SLUG]}
+    else:
+        images = {"full": [_fingerprint_listing(resized / layout.RESIZED_MARKER)],
+                  "crop": [_fingerprint_listing(competition / "train"), _fingerprint_listing(competition / "test")]}
+    keys = {stage: sha256_json([code_hash(), recipe.section_hash(*SPECS[stage].sections), metadata[stage],
+                                *images[stage]]) for stage in ("full", "crop")}
+    keys["aggregate"] = sha256_json([code_hash(), recipe.section_hash(*SPECS["aggregate"].sections),
+                                     metadata["aggregate"], keys["full"], keys["crop"]])
+    data_inputs = {} if remote else {f"competitions/{layout.COMPETITION_SLUG}": competition,
+                                     f"datasets/{layout.RESIZED_DATASET}": resized}
+    scratch = run_dir / "scratch"
+    env = {layout.SCRATCH_ENV: str(scratch)}
     result = RunResult(submission_dir)
-    for stage in STAGES:
-        spec = SPECS[stage]
-        inputs = dict(data_inputs)
-        for upstream in spec.upstream:
-            inputs[f"notebooks/{owner}/{SPECS[upstream].slug}"] = run_dir / "stages" / upstream / "working"
-        job = KernelRun(spec, kernels[stage], inputs, run_dir / "stages" / stage, env)
-        ran = _run_stage(backend, job, keys[stage], force)
-        (result.ran if ran else result.skipped).append(stage)
-    _assemble(run_dir / "stages", submission_dir, recipe, truth, keys, result)
+    with run_lock(run_dir):
+        if force:
+            shutil.rmtree(scratch, ignore_errors=True)
+        kernels = {Path(k).name: Path(k) for k in build_kernels(run_dir / "kernels", recipe, owner)}
+        pending = [s for s in STAGES if force or not _finished(run_dir / "stages" / s, keys[s])]
+        preflight(competition, resized, pending)
+        jobs = {}
+        for stage in STAGES:
+            spec = SPECS[stage]
+            inputs = dict(data_inputs)
+            for upstream in spec.upstream:
+                inputs[f"notebooks/{owner}/{SPECS[upstream].slug}"] = run_dir / "stages" / upstream / "working"
+            jobs[stage] = KernelRun(spec, kernels[stage], inputs, run_dir / "stages" / stage, env,
+                                    processes=gpus if spec.gpu else 1)
+        for wave in _waves():
+            try:
+                states = _run_wave(backend, [jobs[stage] for stage in wave], keys, force)
+            except KeyboardInterrupt:
+                left = [s for s in wave if not _finished(run_dir / "stages" / s, keys[s])]
+                where = ", ".join(str(shown_run_dir / "stages" / stage) for stage in left)
+                raise KeyboardInterrupt(f"rerun the same command to resume (stage {' + '.join(left)} keeps its "
+                                        f"progress in {where})") from None
+            for stage in wave:
+                result.stages[stage] = {**states[stage], "runtime": _kernel_runtime(run_dir / "stages" / stage)}
+                (result.ran if states[stage]["ran"] else result.skipped).append(stage)
+        _assemble(run_dir / "stages", submission_dir, recipe, truth, keys, result)
     return result
 
 
-def _run_stage(backend: Backend, job: KernelRun, key: str, force: bool) -> bool:
-    """Run one kernel unless it already finished with this key; returns whether it ran."""
+def preflight(competition: Path, resized: Path | None, stages: Iterable[str]) -> None:
+    """Check what `stages` will read, before any of them runs: their image folders exist, and the competition
+    files they read pass the kernels' own readers. A problem is an `IwcError` quoting the user's path.
+    `resized` None: the backend attaches the images itself (Kaggle), so no image folder is checked here."""
+    stages = list(stages)
+    if not stages:
+        return
+    folders = {"resized": [resized / layout.RESIZED_MARKER / split / "images" for split in ("train", "test")],
+               "originals": [competition / split for split in ("train", "test")]} if resized else {}
+    for stage in stages if folders else ():
+        for kind in set(SPECS[stage].reads) & set(folders):
+            for folder in folders[kind]:
+                if not folder.is_dir():
+                    raise IwcError(f"{folder} is not a folder: the {stage} stage reads its images there; lay the "
+                                   "data out as Kaggle's downloads do (the competition folder with train/ and test/, "
+                                   "the resized dataset with 256_images/<split>/images/)")
+    print(f"checking the competition files in {competition} ...")
+    Competition.load(competition, detections=any("detections" in SPECS[s].reads for s in stages))
+
+
+def _waves() -> list[list[str]]:
+    """`STAGES` in groups, each needing only stages of earlier groups (e.g. [full, crop], [aggregate])."""
+    waves: list[list[str]] = []
+    done: set[str] = set()
+    while len(done) < len(STAGES):
+        waves.append([s for s in STAGES if s not in done and set(SPECS[s].upstream) <= done])
+        done.update(waves[-1])
+    return waves
+
+
+def _run_wave(backend: Backend, jobs: list[KernelRun], keys: dict[str, str], force: bool) -> dict[str, dict]:
+    """Run one wave's stages (`_run_stage`): at the same time when the backend is `parallel`, else in turn.
+
+    In parallel, every stage is seen to its end before the first failure is raised, so a stage that
+    succeeds beside a failing one is kept. Returns `{stage: its state}`.
+    """
+    if len(jobs) < 2 or not getattr(backend, "parallel", False):
+        return {job.spec.name: _run_stage(backend, job, keys[job.spec.name], force) for job in jobs}
+    states: dict[str, dict] = {}
+    errors: dict[str, Exception] = {}
+
+    def work(job: KernelRun) -> None:
+        try:
+            states[job.spec.name] = _run_stage(backend, job, keys[job.spec.name], force)
+        except Exception as e:  # raised again below, in the calling thread
+            errors[job.spec.name] = e
+
+    # Daemon threads: Ctrl-C interrupts the joins below, and the process ends without waiting for them.
+    threads = [threading.Thread(target=work, args=(job,), name=f"iwc-{job.spec.name}", daemon=True) for job in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if len(errors) > 1 and all(isinstance(e, IwcError) for e in errors.values()):
+        raise IwcError("; ".join(f"[{stage}] {e}" for stage, e in errors.items()))
+    if errors:
+        raise next(iter(errors.values()))
+    return states
+
+
+def _finished(stage_dir: Path, key: str) -> bool:
+    state = read_json_object(stage_dir / STATE_FILE)
+    return state.get("key") == key and bool(state.get("complete"))
+
+
+def _run_stage(backend: Backend, job: KernelRun, key: str, force: bool) -> dict:
+    """Run one kernel unless it already finished with this key.
+
+    Returns the stage's state: `ran`, `attempts` (runs of this key, including interrupted ones) and
+    `seconds` (their total). A resumed stage's log gets a marked restart line and keeps what came before.
+    """
     stage, stage_dir = job.spec.name, job.stage_dir
     state_path = stage_dir / STATE_FILE
     state = read_json_object(state_path)
-    if not force and state.get("key") == key and state.get("complete"):
+    if not force and _finished(stage_dir, key):
         print(f"[{stage}] unchanged (key {key[:12]}): skipped")
-        return False
-    if force or state.get("key") != key:
-        shutil.rmtree(stage_dir / "working", ignore_errors=True)  # a different key: nothing to resume
-    else:
-        print(f"[{stage}] resuming an interrupted run")
-    write_json(state_path, {"key": key, "complete": False})
+        return {"ran": False, "attempts": state.get("attempts", 1), "seconds": state.get("seconds", 0.0)}
+    resuming = not force and state.get("key") == key
+    if resuming:
+        state = _settle(state, job.log_path)
+        print(f"[{stage}] resuming an interrupted run (attempt {state['attempts'] + 1})")
+    else:  # a different key: nothing to resume
+        shutil.rmtree(stage_dir / "working", ignore_errors=True)
+        job.state_path.unlink(missing_ok=True)
+        job.log_path.unlink(missing_ok=True)
+        state = {"key": key, "attempts": 0, "seconds": 0.0}
+    attempt, started = state["attempts"] + 1, time.time()
+    state.update(complete=False, attempts=attempt, running_since=started)
+    write_json(state_path, state)
+    _mark_log(job.log_path, attempt, resuming)
     print(f"[{stage}] running {job.spec.code_file} ({backend.name})")
-    backend.run(job)
-    write_json(state_path, {"key": key, "complete": True})
-    return True
+    try:
+        backend.run(job)
+        state["complete"] = True
+    finally:  # also on Ctrl-C or a failure: the attempt's time counts
+        state["seconds"] = round(state["seconds"] + time.time() - state.pop("running_since"), 1)
+        write_json(state_path, state)
+    return {"ran": True, "attempts": state["attempts"], "seconds": state["seconds"]}
+
+
+def _settle(state: dict, log_path: Path) -> dict:
+    """A state whose last attempt was cut short without recording its time (the host was killed): that
+    attempt counts until its log's last write."""
+    state = {"attempts": 1, "seconds": 0.0, **state}
+    since = state.pop("running_since", None)
+    if since is not None and log_path.is_file():
+        state["seconds"] = round(state["seconds"] + max(0.0, log_path.stat().st_mtime - since), 1)
+    return state
+
+
+def _mark_log(log_path: Path, attempt: int, resuming: bool) -> None:
+    """Append the line that opens an attempt in the stage's log (the backend appends the kernel's output)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    when = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    with open(log_path, "a", encoding="utf-8") as log:  # a log is appended as it comes, never atomically
+        log.write(f"==== attempt {attempt}{' (resuming)' if resuming else ''} at {when} ====\n")
 
 
 def _assemble(stages: Path, out: Path, recipe: Recipe, truth: Path | None, keys: dict[str, str],
               result: RunResult) -> None:
-    """Copy the aggregator's outputs and both training curves into `out`; write report.md."""
+    """Copy the aggregator's outputs and both training curves into `out`; write report.md.
+
+    Everything is written into a folder beside `out`, which then replaces it: a failure leaves `out` as it was.
+    """
     aggregate = stages / "aggregate" / "working"
-    for name in COPIED:
-        _copy(aggregate / name, out / name)
-    for stage in ("full", "crop"):
-        _copy(stages / stage / "working" / stage / "training_curves.png", out / f"{stage}_training_curves.png")
-    validation = pd.read_csv(out / "validation.csv", dtype={"Id": str})
-    result.accuracy["validation (held-out locations)"] = accuracies(
-        {s: validation[s].to_numpy() for s in STEPS}, validation["truth"].to_numpy())
-    if truth is not None:
-        result.accuracy["test"] = _test_accuracy(pd.read_csv(out / "predictions.csv", dtype={"Id": str}), truth)
-    result.table = accuracy_table(result.accuracy)
-    write_json(out / "run.json", {"recipe": recipe.to_dict(), "stage_keys": keys, "ran": result.ran,
-                                  "skipped": result.skipped, "accuracy": result.accuracy})
-    write_report(out / "report.md", f"iwc run {out.name!r} (recipe {recipe.name!r})", [
-        ("Accuracy", result.table),
-        ("Training curves", "![full model](full_training_curves.png)\n\n![crop model](crop_training_curves.png)"),
-        ("Final predictions on validation", "![confusion matrix](confusion_matrix.png)\n\n"
-                                            "![accuracy per location](per_location.png)"),
-        ("Files", "`submission.csv` (validated against the sample), `manifest.json` (hashes, code version), "
-                  "`validation.csv` / `predictions.csv` (each step's predictions), `run.json` (stage keys)."),
-    ])
+    _check_pair(aggregate)
+    with _replacing(out) as new:
+        for name in COPIED:
+            _copy(aggregate / name, new / name)
+        for stage in ("full", "crop"):
+            _copy(stages / stage / "working" / stage / "training_curves.png", new / f"{stage}_training_curves.png")
+        validation = pd.read_csv(new / "validation.csv", dtype={"Id": str})
+        result.accuracy["validation (held-out locations)"] = accuracies(
+            {s: validation[s].to_numpy() for s in STEPS}, validation["truth"].to_numpy())
+        if truth is not None:
+            result.accuracy["test"] = _test_accuracy(pd.read_csv(new / "predictions.csv", dtype={"Id": str}), truth)
+        result.table = accuracy_table(result.accuracy)
+        write_json(new / "run.json", {"recipe": recipe.to_dict(), "stage_keys": keys, "ran": result.ran,
+                                      "skipped": result.skipped, "stages": result.stages,
+                                      "accuracy": result.accuracy})
+        write_report(new / "report.md", f"iwc run {out.name!r} (recipe {recipe.name!r})", [
+            ("Accuracy", result.table),
+            ("Judgement", judgement(result.accuracy["validation (held-out locations)"])),
+            ("Training curves", "![full model](full_training_curves.png)\n\n![crop model](crop_training_curves.png)"),
+            ("Final predictions on validation", "![confusion matrix](confusion_matrix.png)\n\n"
+                                                "![accuracy per location](per_location.png)"),
+            ("Stages", _stage_table(result.stages)),
+            ("Data issues", DataIssues.load(aggregate / ISSUES_JSON).markdown()),
+            ("Files", "`submission.csv` (validated against the sample), `manifest.json` (hashes, code version, "
+                      "runtime), `validation.csv` / `predictions.csv` (each step's predictions), `run.json` "
+                      "(stage keys, attempts)."),
+        ])
+
+
+def _stage_table(stages: dict[str, dict]) -> str:
+    lines = ["| stage | this run | attempts | seconds (all attempts) | ran with |", "|---|---|---:|---:|---|"]
+    for stage, state in stages.items():
+        ran_with = ", ".join(f"{k} {v}" for k, v in state["runtime"].items())
+        lines.append(f"| {stage} | {'ran' if state['ran'] else 'skipped (unchanged)'} | {state['attempts']} "
+                     f"| {state['seconds']:.1f} | {ran_with} |")
+    return "\n".join(lines)
+
+
+def _kernel_runtime(stage_dir: Path) -> dict[str, str]:
+    """The versions and device a stage's kernel reported in its manifest (where it ran: here, Docker, Kaggle)."""
+    working = stage_dir / "working"
+    manifest = next((p for p in (working / f"{stage_dir.name}.manifest.json", working / "manifest.json")
+                     if p.is_file()), None)
+    return read_json_object(manifest).get("code", {}).get("runtime", {}) if manifest else {}
+
+
+@contextlib.contextmanager
+def _replacing(out: Path) -> Iterator[Path]:
+    """A new, empty folder beside `out` for the block to fill; when the block succeeds, it replaces `out`.
+
+    Leftovers of a process killed mid-way are cleared first (a swap cut short between its two renames puts
+    the previous folder back).
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in sorted(out.parent.glob(f".{out.name}.replaced-*")):
+        if out.exists():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            os.rename(stale, out)
+    for stale in out.parent.glob(f".{out.name}.assembling-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    new = Path(tempfile.mkdtemp(prefix=f".{out.name}.assembling-", dir=out.parent))
+    try:
+        yield new
+        old = out.with_name(f".{out.name}.replaced-{os.getpid()}")
+        if out.exists():
+            os.rename(out, old)
+        try:
+            os.rename(new, out)
+        except OSError:
+            if old.exists():
+                os.rename(old, out)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(new, ignore_errors=True)
+
+
+def _check_pair(folder: Path) -> None:
+    """`folder`'s submission.csv is the one its manifest.json describes (not a stale or half-written file)."""
+    csv, manifest = folder / "submission.csv", folder / "manifest.json"
+    for path in (csv, manifest):
+        if not path.is_file():
+            raise IwcError(f"expected stage output {path} is missing; rerun with --force")
+    if read_json_object(manifest).get("submission", {}).get("sha256") != sha256_file(csv):
+        raise IwcError(f"{csv} does not match its {manifest.name}: rerun with --force")
 
 
 def _test_accuracy(predictions: pd.DataFrame, truth_csv: Path) -> dict[str, float]:
@@ -145,6 +353,11 @@ def _copy(src: Path, dst: Path) -> None:
     with open(src, "rb") as f, atomic_write(dst, "wb") as g:
         shutil.copyfileobj(f, g)
 
+
+
+def _metadata_files(stage: str) -> tuple[str, ...]:
+    """The competition files a stage's kernel reads: the detector boxes only where it cuts crops."""
+    return (TRAIN_JSON, TEST_JSON, SAMPLE_CSV, *((MD_JSON,) if "detections" in SPECS[stage].reads else ()))
 
 
 def _fingerprint_files(folder: Path, names: tuple[str, ...]) -> dict[str, str]:

@@ -21,7 +21,7 @@ class StageSpec:
     sections: tuple[str, ...]  # recipe sections it reads: the only ones in its cache key
     upstream: tuple[str, ...] = ()  # stages whose outputs it reads (kernel_sources)
     datasets: tuple[str, ...] = ()  # dataset_sources (`owner/slug`) besides the competition
-    reads_images: tuple[str, ...] = ()  # which image sets it reads: "resized" and/or "originals"
+    reads: tuple[str, ...] = ()  # besides the train/test JSONs and the sample: "resized", "originals", "detections"
     gpu: bool = True
 
     @property
@@ -49,8 +49,9 @@ def slugify(title: str) -> str:
 
 SPECS: dict[str, StageSpec] = {
     "full": StageSpec("full", "iwc full image model", sections=("full", "split"), datasets=(RESIZED_DATASET,),
-                      reads_images=("resized",)),
-    "crop": StageSpec("crop", "iwc crop model", sections=("crop", "crops", "split"), reads_images=("originals",)),
+                      reads=("resized",)),
+    "crop": StageSpec("crop", "iwc crop model", sections=("crop", "crops", "split"),
+                      reads=("originals", "detections")),
     "aggregate": StageSpec("aggregate", "iwc aggregate", sections=("blend", "sequences"),
                            upstream=("full", "crop"), gpu=False),
 }

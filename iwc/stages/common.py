@@ -21,11 +21,13 @@ import torch
 from iwc import layout
 from iwc.data.cache import build_cache
 from iwc.data.categories import CategoryMap
+from iwc.data.issues import DataIssues, issues_name, record_unreadable
 from iwc.errors import IwcError
 from iwc.io import write_json
 from iwc.probs import ProbTable
 from iwc.provenance import code_version
 from iwc.recipe import Model, Recipe
+from iwc.train import distributed
 from iwc.train.fit import fit
 from iwc.train.model import create_model
 from iwc.train.predict import predict_tta
@@ -57,28 +59,37 @@ class Rows:
 
 
 def device() -> torch.device:
-    """CUDA when there is one (Kaggle, the Docker image), else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """CUDA when there is one (Kaggle, the Docker image; under torchrun this process's GPU), else the CPU."""
+    return distributed.device()
 
 
 def setup_logging() -> None:
     """Timestamped INFO logs; progress bars that redraw at most every 10 s when the output is a log file
-    (a Kaggle session, the local backend), where every redraw would otherwise be kept."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    (a Kaggle session, the local backend), where every redraw would otherwise be kept. Under torchrun
+    only rank 0 logs below ERROR (the others would repeat its warnings) and shows progress bars."""
+    logging.basicConfig(level=logging.INFO if distributed.is_main() else logging.ERROR,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not sys.stderr.isatty():
         os.environ.setdefault("TQDM_MININTERVAL", "10")
+    if not distributed.is_main():
+        os.environ["TQDM_DISABLE"] = "1"
 
 
-def train_model(name: str, m: Model, seed: int, train: pd.DataFrame, test: pd.DataFrame, work: Path) -> Trained:
+def train_model(name: str, m: Model, seed: int, train: pd.DataFrame, test: pd.DataFrame, work: Path,
+                issues: DataIssues) -> Trained | None:
     """Cache the rows' images, fit `m` on the non-validation rows, TTA-predict the validation and test rows.
 
-    Rows whose image cannot be read are left out of training (and counted); a test row that cannot be
-    read is still predicted (from a blank image) so that no submission row goes missing.
+    Rows whose image cannot be read are left out of training; a test row that cannot be read is still
+    predicted (from a blank image) so that no submission row goes missing. Each is recorded in `issues`.
+    Under torchrun every process trains (rank 0 builds the caches first) and only rank 0 predicts: the
+    others get None.
     """
     started = time.perf_counter()
     scratch = layout.scratch_dir() / name
-    train_cache = build_cache(train["path"].tolist(), train["row_id"].tolist(), m.cache_size, scratch / "train")
-    test_cache = build_cache(test["path"].tolist(), test["row_id"].tolist(), m.cache_size, scratch / "test")
+    with distributed.main_first():
+        train_cache = build_cache(train["path"].tolist(), train["row_id"].tolist(), m.cache_size,
+                                  scratch / "train")
+        test_cache = build_cache(test["path"].tolist(), test["row_id"].tolist(), m.cache_size, scratch / "test")
     unreadable = train["row_id"].isin(train_cache.failed).to_numpy()
     if unreadable.any():
         log.warning("%s: %d of %d training images are missing or corrupt; left out of training and validation",
@@ -86,6 +97,11 @@ def train_model(name: str, m: Model, seed: int, train: pd.DataFrame, test: pd.Da
     if test_cache.failed:
         log.warning("%s: %d test images are missing or corrupt; predicted from a blank image so their rows "
                     "stay in the submission", name, len(test_cache.failed))
+    bad_test = test["row_id"].isin(test_cache.failed).to_numpy()
+    record_unreadable(issues, train["image_id"][unreadable], train["path"][unreadable],
+                      "train image, left out of training and validation", base=layout.input_root())
+    record_unreadable(issues, test["image_id"][bad_test], test["path"][bad_test],
+                      "test image, predicted from a blank image", base=layout.input_root())
     is_val = train["is_val"].to_numpy(bool)
     fit_rows = np.flatnonzero(~is_val & ~unreadable)
     val_rows = np.flatnonzero(is_val & ~unreadable)
@@ -97,12 +113,15 @@ def train_model(name: str, m: Model, seed: int, train: pd.DataFrame, test: pd.Da
 
     dev = device()
     torch.manual_seed(seed)  # the initial weights are drawn from the global generator
-    model = create_model(m, len(categories))
+    with distributed.main_first():  # pretrained weights: rank 0 downloads them into the hub's cache
+        model = create_model(m, len(categories))
     log.info("%s: %s on %s, %d classes, %d train / %d validation rows", name, m.arch, dev, len(categories),
              len(fit_rows), len(val_rows))
     result = fit(model, Rows(train_cache.images, fit_rows), categories.to_index(labels[fit_rows]),
                  Rows(train_cache.images, known_val), categories.to_index(labels[known_val]),
                  m, seed, work / name, dev)
+    if not distributed.is_main():
+        return None
     ids = train["row_id"].to_numpy(str)
     val = predict_tta(model, Rows(train_cache.images, val_rows), ids[val_rows], categories, m, dev, seed)
     test_table = predict_tta(model, test_cache.images, np.asarray(test_cache.ids), categories, m, dev, seed)
@@ -110,6 +129,7 @@ def train_model(name: str, m: Model, seed: int, train: pd.DataFrame, test: pd.Da
         "rows": {"train": len(fit_rows), "validation": len(val_rows), "test": len(test),
                  "train_unreadable": int(unreadable.sum()), "test_unreadable": len(test_cache.failed)},
         "classes": len(categories),
+        "processes": distributed.world_size(),  # training processes (GPUs): results differ with their number
         "history": result.history,
         "seconds": round(time.perf_counter() - started, 1),
     }
@@ -117,12 +137,15 @@ def train_model(name: str, m: Model, seed: int, train: pd.DataFrame, test: pd.Da
 
 
 def write_outputs(name: str, recipe: Recipe, trained_val: ProbTable, trained_test: ProbTable, summary: dict,
-                  work: Path) -> None:
-    """`<name>_val.npz`, `<name>_test.npz` (+ category maps) and, last, the `<name>.manifest.json` marker."""
+                  work: Path, issues: DataIssues) -> None:
+    """`<name>_val.npz`, `<name>_test.npz` (+ category maps), `<name>.data_issues.json` and, last, the
+    `<name>.manifest.json` marker (with the count of data issues per reason)."""
     trained_val.save(work / f"{name}_val.npz")
     trained_test.save(work / f"{name}_test.npz")
+    issues.save(work / issues_name(name))
+    issues.log(log, name)
     write_json(work / manifest_name(name), {"stage": name, "recipe": recipe.to_dict(), "code": code_version(),
-                                           **summary})
+                                           "data_issues": issues.summary(issues_name(name)), **summary})
 
 
 def manifest_name(stage: str) -> str:

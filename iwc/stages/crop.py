@@ -2,7 +2,8 @@
 
 Reads the competition folder (originals + MegaDetector results) under the input root; cuts crops into
 the scratch dir; writes `crop_val.npz` and `crop_test.npz` keyed by IMAGE id (an image with several
-crops gets their confidence-weighted mean), training curves and the `crop.manifest.json` marker.
+crops gets their confidence-weighted mean), training curves, `crop.data_issues.json` (boxes clamped or
+dropped, images without a detector entry, originals it could not read) and the `crop.manifest.json` marker.
 """
 
 from __future__ import annotations
@@ -15,33 +16,45 @@ import pandas as pd
 from iwc import layout
 from iwc.data.competition import Competition
 from iwc.data.crops import extract_crops, select_boxes
+from iwc.data.issues import DataIssues, record_unreadable
 from iwc.data.splits import make_split
 from iwc.probs import ProbTable
 from iwc.recipe import Recipe
 from iwc.stages.common import setup_logging, train_model, write_outputs
+from iwc.train import distributed
+from iwc.train.model import check_weights_source
 
 log = logging.getLogger(__name__)
+CROP_FAILED = {"train": "train original, no crop: the crop model does not train on it",
+               "test": "test original, no crop: predicted by the full model alone"}
 
 
 def main(recipe: Recipe) -> None:
     setup_logging()
-    comp = Competition.load(layout.find_competition())
+    check_weights_source(recipe.crop)  # an offline run without weights fails now, not after the data work
+    issues = DataIssues("crop")
+    comp = Competition.load(layout.find_competition(), detections=True, issues=issues)
     work = layout.working_dir()
     boxes = select_boxes(comp.detections, recipe.crops.rule, recipe.crops.threshold)
     frames = {}
     for split, images in (("train", comp.train), ("test", comp.test)):
         chosen = boxes[boxes["image_id"].isin(images["id"])]
-        result = extract_crops(chosen, comp.root / split, layout.scratch_dir() / "crops" / split,
-                               size=recipe.crops.size, margin=recipe.crops.margin)
+        with distributed.main_first():  # under torchrun rank 0 cuts the crops; the other processes reuse them
+            result = extract_crops(chosen, comp.root / split, layout.scratch_dir() / "crops" / split,
+                                   size=recipe.crops.size, margin=recipe.crops.margin)
         log.info("crops %s: %s", split, result.summary())
+        record_unreadable(issues, result.failed, [comp.root / split / f"{i}.jpg" for i in result.failed],
+                          CROP_FAILED[split], base=layout.input_root())
         frames[split] = result.index.rename(columns={"crop_id": "row_id"})
     is_val = pd.Series(make_split(comp.train, recipe.split, recipe.seed), index=comp.train["id"])
     labels = comp.train.set_index("id")["category_id"]
     train = frames["train"].assign(category_id=lambda f: labels.loc[f["image_id"]].to_numpy(),
                                    is_val=lambda f: is_val.loc[f["image_id"]].to_numpy())
-    trained = train_model("crop", recipe.crop, recipe.seed, train, frames["test"], work)
+    trained = train_model("crop", recipe.crop, recipe.seed, train, frames["test"], work, issues)
+    if trained is None:  # another process of a multi-GPU run: rank 0 predicts and writes the outputs
+        return
     write_outputs("crop", recipe, per_image(trained.val, train), per_image(trained.test, frames["test"]),
-                  trained.summary, work)
+                  trained.summary, work, issues)
 
 
 def per_image(table: ProbTable, crops: pd.DataFrame) -> ProbTable:

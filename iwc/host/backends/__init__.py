@@ -5,7 +5,7 @@ from __future__ import annotations
 from iwc.errors import IwcError
 from iwc.host.backends.base import Backend, KernelRun
 
-BACKENDS = ("local",)
+BACKENDS = ("local", "docker", "kaggle")
 
 
 def get_backend(name: str) -> Backend:
@@ -14,6 +14,14 @@ def get_backend(name: str) -> Backend:
         from iwc.host.backends.local import LocalBackend
 
         return LocalBackend()
+    if name == "docker":
+        from iwc.host.backends.docker import DockerBackend
+
+        return DockerBackend()
+    if name == "kaggle":
+        from iwc.host.backends.kaggle import KaggleBackend
+
+        return KaggleBackend()
     raise IwcError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
 
 

@@ -5,11 +5,15 @@ The pipeline only talks to this protocol; `local`, `kaggle` and `docker` impleme
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Protocol
 
+from iwc.errors import IwcError
 from iwc.stages import StageSpec
+
+BACKEND_STATE = "backend.json"  # see KernelRun.state_path
 
 
 @dataclass(frozen=True)
@@ -21,6 +25,8 @@ class KernelRun:
     `notebooks/<owner>/<slug>`) to a local folder: the backends that run here mount them; Kaggle attaches
     the sources named in the metadata instead. `stage_dir` is this stage's folder in the run (log,
     outputs, backend state); `env` adds environment variables where the backend runs the kernel here.
+    `processes` > 1 runs the kernel under torchrun, one process per GPU (see `kernel_command`); Kaggle
+    runs one.
     """
 
     spec: StageSpec
@@ -28,6 +34,7 @@ class KernelRun:
     inputs: dict[str, Path]
     stage_dir: Path
     env: dict[str, str] = field(default_factory=dict)
+    processes: int = 1
 
     @property
     def kernel_file(self) -> Path:
@@ -37,9 +44,20 @@ class KernelRun:
     def log_path(self) -> Path:
         return self.stage_dir / "log.txt"
 
+    @property
+    def state_path(self) -> Path:
+        """Where a backend records a run in progress (e.g. the Kaggle version it pushed) so a rerun can resume it;
+        the pipeline deletes it with the outputs when the stage starts afresh."""
+        return self.stage_dir / BACKEND_STATE
+
 
 class Backend(Protocol):
-    """Runs kernels somewhere: this machine, a Docker container, Kaggle."""
+    """Runs kernels somewhere: this machine, a Docker container, Kaggle.
+
+    Optional attributes the pipeline reads (absent means False): `parallel`, kernels that do not depend on
+    each other may run at the same time (they run elsewhere); `attaches_inputs`, the backend attaches the
+    competition and datasets itself (Kaggle), so only the competition's metadata files are needed here.
+    """
 
     name: str
 
@@ -49,3 +67,14 @@ class Backend(Protocol):
         Raises `IwcError` with what went wrong (and the log's tail) when the kernel fails.
         """
         ...
+
+
+def kernel_command(kernel_file: str | PurePath, processes: int = 1, python: str = sys.executable) -> list[str]:
+    """The command that runs a kernel file: `python FILE`, or with `processes` > 1 torchrun starting that many
+    copies of it on this machine (DistributedDataParallel training, one GPU each)."""
+    if processes < 1:
+        raise IwcError(f"--gpus {processes}: the number of processes must be at least 1")
+    if processes == 1:
+        return [python, str(kernel_file)]
+    return [python, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes),
+            str(kernel_file)]

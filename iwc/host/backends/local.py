@@ -4,21 +4,26 @@
 inputs are symlinks under `<work_dir>/input` (the kernel's `/kaggle/input`), its outputs go to
 `<work_dir>/working` (its `/kaggle/working`); `iwc.layout` finds both through `IWC_INPUT_ROOT` and
 `IWC_WORKING_DIR`.
+
+A failed kernel's error is shown once, quoting the user's folders rather than the mounts: see `run_streamed`.
 """
 
 from __future__ import annotations
 
-import collections
 import os
+import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
 from iwc.errors import IwcError
-from iwc.host.backends.base import KernelRun
+from iwc.host.backends.base import KernelRun, kernel_command
 from iwc.layout import INPUT_ENV, WORKING_ENV
 
-TAIL_LINES = 30  # log lines quoted when a kernel fails
+ERROR_PREFIX = "error: "  # how a kernel prints an IwcError before it exits 2 (the bootstrap in iwc.host.bundle)
+ERROR_EXIT = 2
+STOP_GRACE_S = 5.0  # a kernel stopped by an interrupt gets this long to clean up before it is killed
 
 
 class LocalBackend:
@@ -27,7 +32,8 @@ class LocalBackend:
     name = "local"
 
     def run(self, job: KernelRun) -> Path:
-        return run_local(job.kernel_file, job.inputs, job.stage_dir, log_path=job.log_path, env=job.env)
+        return run_local(job.kernel_file, job.inputs, job.stage_dir, log_path=job.log_path, env=job.env,
+                         processes=job.processes)
 
 
 def run_local(
@@ -36,13 +42,15 @@ def run_local(
     work_dir: Path,
     log_path: Path | None = None,
     env: dict[str, str] | None = None,
+    processes: int = 1,
 ) -> Path:
     """Run `kernel_file` with `inputs` mounted; returns its working dir (`<work_dir>/working`).
 
     `inputs` maps a mount name under the input root (e.g. `competitions/iwildcam-2020-fgvc7`,
     `iwildcam2020-256`, `notebooks/<owner>/<slug>`) to a real folder. The kernel's output (stdout and
-    stderr together) streams to the console and to `log_path`. `env` adds environment variables.
-    Raises `IwcError` with the exit code and the last lines of the log when the kernel fails.
+    stderr together) streams to the console and is appended to `log_path`. `env` adds environment
+    variables. `processes` > 1 runs it under torchrun (`kernel_command`). Raises `IwcError` when the
+    kernel fails (see `run_streamed`).
     """
     kernel_file = Path(kernel_file).resolve()
     if not kernel_file.is_file():
@@ -53,16 +61,26 @@ def run_local(
     working.mkdir(parents=True, exist_ok=True)
     child_env = {**os.environ, **(env or {}), INPUT_ENV: str(input_dir), WORKING_ENV: str(working),
                  "PYTHONUNBUFFERED": "1"}
-    returncode, tail = _stream([sys.executable, str(kernel_file)], child_env, working, log_path)
-    if returncode:
-        where = f"; full log: {log_path}" if log_path else ""
-        raise IwcError(f"kernel {kernel_file.name} failed with exit code {returncode}{where}. Last lines:\n"
-                       + "\n".join(tail))
+    paths = {str(input_dir.joinpath(*PurePosixPath(name).parts)): Path(folder) for name, folder in inputs.items()}
+    run_streamed(kernel_command(kernel_file, processes), child_env, working, log_path, kernel_file.name, paths)
     return working
 
 
 def mount_inputs(inputs: dict[str, Path], input_dir: Path) -> Path:
     """Recreate `input_dir` holding one symlink per mount name, pointing at the real folder."""
+    names = check_mounts(inputs)
+    _unmount(input_dir)
+    input_dir.mkdir(parents=True)
+    for parts, folder in sorted(names.items()):
+        link = input_dir.joinpath(*parts)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(folder, target_is_directory=True)
+    return input_dir
+
+
+def check_mounts(inputs: dict[str, Path]) -> dict[tuple[str, ...], Path]:
+    """`{mount name's path parts: resolved folder}`; raises `IwcError` for a name that is not a relative
+    path, a folder that does not exist, or two mounts of which one lies inside the other."""
     names = {}
     for name, folder in inputs.items():
         parts = PurePosixPath(name).parts
@@ -76,13 +94,7 @@ def mount_inputs(inputs: dict[str, Path], input_dir: Path) -> Path:
         for b in names:
             if a != b and b[: len(a)] == a:
                 raise IwcError(f"input mounts {'/'.join(a)!r} and {'/'.join(b)!r} overlap: mount one or the other")
-    _unmount(input_dir)
-    input_dir.mkdir(parents=True)
-    for parts, folder in sorted(names.items()):
-        link = input_dir.joinpath(*parts)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(folder, target_is_directory=True)
-    return input_dir
+    return names
 
 
 def _unmount(input_dir: Path) -> None:
@@ -102,28 +114,85 @@ def _unmount(input_dir: Path) -> None:
     input_dir.rmdir()
 
 
-def _stream(cmd: list[str], env: dict[str, str], cwd: Path, log_path: Path | None) -> tuple[int, list[str]]:
+def run_streamed(cmd: list[str], env: dict[str, str], cwd: Path, log_path: Path | None, kernel: str,
+                 paths: Mapping[str, Path] | None = None) -> None:
+    """Run the command that runs `kernel` (its file name), streaming its output to the console and the log.
+
+    The log is appended to, so a resumed stage keeps its earlier attempts. When the kernel stops on an
+    `IwcError` (its `error: ...` lines, then exit code 2), those lines are kept off the console and raised
+    as this `IwcError`, so the message shows once; `paths` maps folders as the kernel sees them (its input
+    mounts) to the user's own folders, which the message quotes instead. Any other failure raises an
+    `IwcError` with the exit code and the kernel's last line (the output above it shows the rest).
+    """
+    returncode, last, error = _stream(cmd, env, cwd, log_path)
+    if not returncode:
+        return
+    log = f" (kernel log: {log_path})" if log_path else ""
+    if error:
+        raise IwcError(user_paths("\n".join(error).removeprefix(ERROR_PREFIX), paths or {}) + log)
+    raise IwcError(f"kernel {kernel} failed with exit code {returncode}: {user_paths(last, paths or {})}{log}; "
+                   "the lines above it show the rest")
+
+
+def user_paths(text: str, paths: Mapping[str, Path]) -> str:
+    """`text` with each folder as a kernel sees it (a key of `paths`) replaced by the user's folder."""
+    for seen in sorted(paths, key=len, reverse=True):  # longest first: a mount inside another stays exact
+        text = text.replace(seen, str(paths[seen]))
+    return text
+
+
+def _stream(cmd: list[str], env: dict[str, str], cwd: Path, log_path: Path | None) -> tuple[int, str, list[str]]:
     """Run `cmd`, copying its output line by line to the console and the log; never leaves it running.
 
-    Returns the exit code and the last `TAIL_LINES` lines.
+    Returns the exit code, the last non-blank line, and the kernel's error lines when it stopped on an
+    `IwcError` (else []). Lines from the last one starting with `ERROR_PREFIX` on are held back from the
+    console: they are that error when the kernel then exits with `ERROR_EXIT`, and are shown otherwise.
     """
-    tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+    last, held = "", []
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     # The log is written as it comes (not atomically): a running kernel's log should be readable.
-    with open(log_path or os.devnull, "w", encoding="utf-8") as log, subprocess.Popen(
+    with open(log_path or os.devnull, "a", encoding="utf-8") as log, subprocess.Popen(
         cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     ) as proc:
         try:
             for raw in proc.stdout:
                 text = raw.decode("utf-8", errors="replace")
-                sys.stdout.write(text)  # keeps "\r": progress bars redraw in place
-                sys.stdout.flush()
                 log.write(text)
                 log.flush()
-                tail.append(text.rstrip("\r\n").rsplit("\r", 1)[-1])
+                line = text.rstrip("\r\n").rsplit("\r", 1)[-1]
+                last = line if line.strip() else last
+                if line.startswith(ERROR_PREFIX):  # an earlier error line was not the end: show it after all
+                    _echo("".join(f"{h}\n" for h in held))
+                    held = []
+                if held or line.startswith(ERROR_PREFIX):
+                    held.append(line)
+                else:
+                    _echo(text)  # keeps "\r": progress bars redraw in place
         finally:
-            if proc.poll() is None:  # interrupted while the kernel still runs
-                proc.kill()
+            if proc.poll() is None:  # interrupted (Ctrl-C, or an error here) while the kernel still runs
+                _stop(proc)
             returncode = proc.wait()
-    return returncode, list(tail)
+    if returncode != ERROR_EXIT:
+        _echo("".join(f"{h}\n" for h in held))
+        held = []
+    return returncode, last, held
+
+
+def _echo(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """End a running kernel: an interrupt first, so that its exit handlers remove its temporary files, then,
+    if it is still running after `STOP_GRACE_S` (or a second Ctrl-C comes), a kill."""
+    try:
+        if os.name == "posix":
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        if proc.poll() is None:
+            proc.kill()
