@@ -218,3 +218,22 @@ def test_ctrl_c_stops_the_kernel_and_it_removes_its_sources(tmp_path):
     assert host.returncode == 130 and "host interrupted" in out
     assert not sources.exists()  # the kernel got an interrupt in turn and cleaned up before it ended
     assert list(scratch.iterdir()) == []
+
+
+PROGRESS_STAGE = """\
+import time
+
+from tqdm import tqdm
+
+
+def main(recipe):
+    for _ in tqdm(range(40), desc="work"):
+        time.sleep(0.02)
+"""
+
+
+def test_progress_bars_written_to_a_log_redraw_rarely(tmp_path):
+    log = tmp_path / "log.txt"
+    run_local(write_kernel(tmp_path, PROGRESS_STAGE), {}, tmp_path / "run", log_path=log)
+    draws = [d for d in log.read_text().replace("\r", "\n").splitlines() if d.startswith("work:")]
+    assert draws[-1].startswith("work: 100%") and len(draws) < 10  # not one redraw per step (41)

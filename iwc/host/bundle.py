@@ -238,7 +238,18 @@ def process_alive(pid):
     return True
 
 
+def quiet_progress():
+    # tqdm reads its TQDM_* settings when it is imported, so they are set here, before any import: bars
+    # written to a log (Kaggle, the local backend) redraw at most every 10 s instead of keeping every
+    # redraw, and under torchrun only rank 0 draws them.
+    if not sys.stderr.isatty():
+        os.environ.setdefault("TQDM_MININTERVAL", "10")
+    if os.environ.get("RANK", "0") != "0":
+        os.environ["TQDM_DISABLE"] = "1"
+
+
 def main():
+    quiet_progress()
     root = install_sources(SOURCES)
     sys.path.insert(0, root)
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))

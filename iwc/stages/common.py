@@ -8,8 +8,6 @@ rows are images for the full model and crops for the crop model.
 from __future__ import annotations
 
 import logging
-import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,15 +62,10 @@ def device() -> torch.device:
 
 
 def setup_logging() -> None:
-    """Timestamped INFO logs; progress bars that redraw at most every 10 s when the output is a log file
-    (a Kaggle session, the local backend), where every redraw would otherwise be kept. Under torchrun
-    only rank 0 logs below ERROR (the others would repeat its warnings) and shows progress bars."""
+    """Timestamped INFO logs. Under torchrun only rank 0 logs below ERROR (the others would repeat its
+    warnings). How progress bars behave in a log is set by the kernel's bootstrap (iwc.host.bundle)."""
     logging.basicConfig(level=logging.INFO if distributed.is_main() else logging.ERROR,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not sys.stderr.isatty():
-        os.environ.setdefault("TQDM_MININTERVAL", "10")
-    if not distributed.is_main():
-        os.environ["TQDM_DISABLE"] = "1"
 
 
 def train_model(name: str, m: Model, seed: int, train: pd.DataFrame, test: pd.DataFrame, work: Path,
