@@ -228,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="the recipe's seed (training, split, TTA)")
     p.add_argument("--run", help="run name: runs/<run>/ and submissions/<run>/ (default: the recipe name)")
     p.add_argument("--force", action="store_true", help="rerun every stage even if its inputs are unchanged")
-    p.add_argument("--backend", default="local", help="where the kernels run: local | docker")
+    p.add_argument("--backend", default="local",
+                   help="where the kernels run: local (here) | docker (the CUDA image) | kaggle (Kaggle's GPUs)")
     p.add_argument("--dry-run", action="store_true", help="with --backend kaggle: print the kernels that would be "
                                                           "pushed (ids, sources, machine, internet, GPU); push nothing")
     p.add_argument("--submit", action="store_true", help="submit the validated result to Kaggle and print its score")
