@@ -1,4 +1,4 @@
-"""Atomic file writes and content hashes.
+"""Atomic file and folder writes, and content hashes.
 
 Everything iwc writes goes through `atomic_write` (temp file in the same folder, then rename), so an
 interrupted run never leaves a half-written output behind.
@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -74,3 +75,36 @@ def sha256_json(obj: Any) -> str:
     """Hex sha256 of an object's canonical JSON form (key-sorted, compact)."""
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
     return hashlib.sha256(blob).hexdigest()
+
+
+@contextlib.contextmanager
+def replacing_folder(out: str | os.PathLike) -> Iterator[Path]:
+    """A new, empty folder beside `out` for the block to fill; when the block succeeds, it replaces `out`.
+
+    Leftovers of a process killed mid-way are cleared first (a swap cut short between its two renames puts
+    the previous folder back).
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in sorted(out.parent.glob(f".{out.name}.replaced-*")):
+        if out.exists():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            os.rename(stale, out)
+    for stale in out.parent.glob(f".{out.name}.assembling-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    new = Path(tempfile.mkdtemp(prefix=f".{out.name}.assembling-", dir=out.parent))
+    try:
+        yield new
+        old = out.with_name(f".{out.name}.replaced-{os.getpid()}")
+        if out.exists():
+            os.rename(out, old)
+        try:
+            os.rename(new, out)
+        except OSError:
+            if old.exists():
+                os.rename(old, out)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(new, ignore_errors=True)

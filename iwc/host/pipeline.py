@@ -15,13 +15,11 @@ failure leaves the previous one as it was.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +34,7 @@ from iwc.host.backends import Backend, KernelRun
 from iwc.host.backends.local import LocalBackend
 from iwc.host.bundle import DEFAULT_OWNER, build_kernels
 from iwc.host.runlock import run_lock
-from iwc.io import atomic_write, read_json_object, sha256_file, sha256_json, write_json
+from iwc.io import atomic_write, read_json_object, replacing_folder, sha256_file, sha256_json, write_json
 from iwc.provenance import code_hash
 from iwc.recipe import Recipe
 from iwc.report import STEPS, accuracies, accuracy_table, judgement, write_report
@@ -250,7 +248,7 @@ def _assemble(stages: Path, out: Path, recipe: Recipe, truth: Path | None, keys:
     """
     aggregate = stages / "aggregate" / "working"
     _check_pair(aggregate)
-    with _replacing(out) as new:
+    with replacing_folder(out) as new:
         for name in COPIED:
             _copy(aggregate / name, new / name)
         for stage in ("full", "crop"):
@@ -293,38 +291,6 @@ def _kernel_runtime(stage_dir: Path) -> dict[str, str]:
     manifest = next((p for p in (working / f"{stage_dir.name}.manifest.json", working / "manifest.json")
                      if p.is_file()), None)
     return read_json_object(manifest).get("code", {}).get("runtime", {}) if manifest else {}
-
-
-@contextlib.contextmanager
-def _replacing(out: Path) -> Iterator[Path]:
-    """A new, empty folder beside `out` for the block to fill; when the block succeeds, it replaces `out`.
-
-    Leftovers of a process killed mid-way are cleared first (a swap cut short between its two renames puts
-    the previous folder back).
-    """
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in sorted(out.parent.glob(f".{out.name}.replaced-*")):
-        if out.exists():
-            shutil.rmtree(stale, ignore_errors=True)
-        else:
-            os.rename(stale, out)
-    for stale in out.parent.glob(f".{out.name}.assembling-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    new = Path(tempfile.mkdtemp(prefix=f".{out.name}.assembling-", dir=out.parent))
-    try:
-        yield new
-        old = out.with_name(f".{out.name}.replaced-{os.getpid()}")
-        if out.exists():
-            os.rename(out, old)
-        try:
-            os.rename(new, out)
-        except OSError:
-            if old.exists():
-                os.rename(old, out)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(new, ignore_errors=True)
 
 
 def _check_pair(folder: Path) -> None:
