@@ -1,13 +1,14 @@
-"""Aggregation: blend the two models by category id, then vote within sequences.
+"""Aggregation: blend any number of models by category id, then vote within sequences.
 
 Pure, vectorized functions over `ProbTable` and numpy arrays. Columns are always matched by ORIGINAL
-category id (the crop model may know fewer classes than the full model), rows by image id.
+category id (a crop model may know fewer classes than a full-image model), rows by image id.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -15,7 +16,7 @@ import pandas as pd
 from iwc.data.categories import EMPTY
 from iwc.errors import IwcError
 from iwc.probs import ProbTable
-from iwc.recipe import Blend, Recipe
+from iwc.recipe import Recipe
 
 
 def align(table: ProbTable, category_ids: np.ndarray) -> np.ndarray:
@@ -44,27 +45,41 @@ def align(table: ProbTable, category_ids: np.ndarray) -> np.ndarray:
     return out
 
 
-def blend(full: ProbTable, crop: ProbTable, weights: Blend) -> ProbTable:
-    """Blend of the full-image and crop models over the union of their category ids.
+def blend(tables: Mapping[str, ProbTable], weights: Mapping[str, float], image_ids: np.ndarray) -> ProbTable:
+    """The models' tables (name -> table) blended over the union of their category ids, one row per image of
+    `image_ids`, in that order.
 
-    Rows are `full`'s images in `full`'s order. Images with a crop row get
-    (full_weight * p_full + crop_weight * p_crop) / (full_weight + crop_weight); the division keeps
-    every row a distribution and is a no-op for the reference 0.3 / 0.7. Images without a crop row keep
-    p_full alone. A crop row for an image `full` does not have is an error.
+    Each image gets sum(w_m * p_m) / sum(w_m) over the models with a row for it: a crop model has none for an
+    image without a crop, which so gets the blend of the others (the full-image models) renormalized. Where
+    those models' weights are all 0, the image gets their plain mean. A table row for an image outside
+    `image_ids`, or an image no table covers, is an error.
     """
-    total = weights.full_weight + weights.crop_weight
-    if weights.full_weight < 0 or weights.crop_weight < 0 or total <= 0:
-        raise IwcError(f"blend weights {weights} must be non-negative with a positive sum; fix recipe.blend")
-    rows = pd.Index(full.image_ids).get_indexer(crop.image_ids)
-    if np.any(rows < 0):
-        raise _missing_ids(crop.image_ids[rows < 0], "crop-model images", "the full-model table")
-    ids = np.union1d(full.category_ids, crop.category_ids)
-    probs = align(full, ids)
-    mixed = align(crop, ids)
-    mixed *= weights.crop_weight / total
-    mixed += (weights.full_weight / total) * probs[rows]
-    probs[rows] = mixed
-    return ProbTable(full.image_ids, ids, probs)
+    names = list(tables)
+    w = np.array([weights[name] for name in names], dtype=np.float64)
+    if not names or np.any(w < 0) or not np.all(np.isfinite(w)) or w.sum() <= 0:
+        raise IwcError(f"blend weights {dict(weights)} must be non-negative with a positive sum; fix recipe.blend")
+    index = pd.Index(image_ids)
+    rows = {}
+    for name in names:
+        rows[name] = index.get_indexer(tables[name].image_ids)
+        if np.any(rows[name] < 0):
+            raise _missing_ids(tables[name].image_ids[rows[name] < 0], f"images of model {name!r}",
+                               "the images blended")
+    present = np.zeros((len(index), len(names)), dtype=bool)
+    for j, name in enumerate(names):
+        present[rows[name], j] = True
+    share = present * w
+    zero = share.sum(axis=1) == 0
+    share[zero] = present[zero]  # every weight 0: the plain mean
+    total = share.sum(axis=1)
+    if np.any(total == 0):
+        raise _missing_ids(np.asarray(image_ids)[total == 0], "images", "any model's table")
+    ids = functools.reduce(np.union1d, [t.category_ids for t in tables.values()])
+    probs = np.zeros((len(index), len(ids)), dtype=np.float32)
+    for j, name in enumerate(names):
+        r = rows[name]
+        probs[r] += (share[r, j] / total[r]).astype(np.float32)[:, None] * align(tables[name], ids)
+    return ProbTable(np.asarray(image_ids), ids, probs)
 
 
 def sequence_vote(predicted: np.ndarray, seq_keys: np.ndarray, empty_id: int = EMPTY) -> np.ndarray:
@@ -117,13 +132,13 @@ _VOTES: dict[str, Callable[[ProbTable, np.ndarray], np.ndarray]] = {
 }
 
 
-def combine(full: ProbTable, crop: ProbTable, seq_keys: pd.Series, recipe: Recipe) -> pd.Series:
-    """Final predictions: blend (recipe.blend), then the recipe's sequence vote.
+def combine(tables: Mapping[str, ProbTable], image_ids: np.ndarray, seq_keys: pd.Series, recipe: Recipe) -> pd.Series:
+    """Final predictions: blend (recipe.blend) over `image_ids`, then the recipe's sequence vote.
 
     `seq_keys` maps image id (index) -> sequence key. Returns a Series image id -> category id in
-    `full`'s row order, ready for `iwc.submission.assemble`.
+    `image_ids`' order, ready for `iwc.submission.assemble`.
     """
-    return vote(blend(full, crop, recipe.blend), seq_keys, recipe.sequences.vote)
+    return vote(blend(tables, recipe.blend.weights, image_ids), seq_keys, recipe.sequences.vote)
 
 
 def vote(table: ProbTable, seq_keys: pd.Series, method: str) -> pd.Series:

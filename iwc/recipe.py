@@ -11,10 +11,12 @@ timm architecture names, so a bad value fails in one line before any stage start
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import json
 import math
+import re
 import tomllib
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
@@ -52,6 +54,7 @@ POSITIVE = Range(0, lo_open=True)
 NON_NEGATIVE = Range(0)
 UNIT = Range(0, 1, hi_open=True)  # [0, 1)
 OPEN_UNIT = Range(0, 1, lo_open=True, hi_open=True)  # (0, 1)
+MAX_GAP_S = 365 * 86400.0  # a year: pandas' nanosecond timedeltas overflow near 292 years
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ class Augment:
 class Stage:
     """One one-cycle training stage."""
 
-    epochs: Annotated[int, NON_NEGATIVE]
+    epochs: Annotated[int, Range(1)]
     lr_lo: Annotated[float, POSITIVE]  # learning rate of the first layer group (fastai slice(lo, hi))
     lr_hi: Annotated[float, POSITIVE]  # learning rate of the head
     frozen: bool  # True: body frozen, only the head trains
@@ -90,22 +93,6 @@ class TTA:
 
 
 @dataclass(frozen=True)
-class Model:
-    """One model: architecture, input, schedule."""
-
-    arch: str = "resnet50"
-    pretrained: bool = True  # timm hub weights, or `weights_file` when set
-    weights_file: str = ""  # local weights (e.g. an attached Kaggle dataset); "" = none
-    image_size: Annotated[int, POSITIVE] = 128  # network input, pixels
-    cache_size: Annotated[int, POSITIVE] = 144  # decoded uint8 cache (>= image_size); augmentation samples from it
-    batch_size: Annotated[int, POSITIVE] = 256
-    stages: tuple[Stage, ...] = ()
-    augment: Augment = field(default_factory=Augment)
-    tta: TTA = field(default_factory=TTA)
-    label_smoothing: Annotated[float, UNIT] = 0.0
-
-
-@dataclass(frozen=True)
 class Crops:
     """Which MegaDetector boxes become crops, and how they are cut."""
 
@@ -116,11 +103,29 @@ class Crops:
 
 
 @dataclass(frozen=True)
-class Blend:
-    """p = full_weight * p_full + crop_weight * p_crop, aligned by category id."""
+class Model:
+    """One model of the ensemble: what it sees, its network, sizes and schedule. Each is one stage (kernel)."""
 
-    full_weight: Annotated[float, NON_NEGATIVE] = 0.3  # the two weights must not both be 0
-    crop_weight: Annotated[float, NON_NEGATIVE] = 0.7
+    input: Literal["full", "crop"] = "full"  # "full": the whole (resized) image; "crop": MegaDetector crops
+    arch: str = "resnet50"
+    pretrained: bool = True  # timm hub weights, or `weights_file` when set
+    weights_file: str = ""  # local weights (e.g. an attached Kaggle dataset); "" = none
+    image_size: Annotated[int, POSITIVE] = 128  # network input, pixels
+    cache_size: Annotated[int, POSITIVE] = 144  # decoded uint8 cache (>= image_size); augmentation samples from it
+    batch_size: Annotated[int, POSITIVE] = 256
+    stages: tuple[Stage, ...] = ()
+    augment: Augment = field(default_factory=Augment)
+    tta: TTA = field(default_factory=TTA)
+    label_smoothing: Annotated[float, UNIT] = 0.0
+    crops: Crops = field(default_factory=Crops)  # which boxes become its crops, and how (input = "crop" only)
+
+
+@dataclass(frozen=True)
+class Blend:
+    """Per image, p = sum(w_m * p_m) / sum(w_m) over the models with a row for it (a crop model has none for
+    an image without a crop), aligned by category id. `weights`: model name -> weight, one for every model."""
+
+    weights: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -128,7 +133,7 @@ class Sequences:
     """How test images are grouped and voted."""
 
     method: Literal["time", "seq_id"] = "time"  # "time": location + datetime gap rule; "seq_id": the field
-    gap_s: Annotated[float, POSITIVE] = 20.0  # a new sequence starts after a gap longer than this
+    gap_s: Annotated[float, Range(0, MAX_GAP_S, lo_open=True)] = 20.0  # a new sequence starts after a longer gap
     vote: Literal["majority", "mean_prob", "none"] = "majority"  # majority: reference, non-empty preferred
 
 
@@ -144,9 +149,7 @@ class Split:
 class Recipe:
     name: str
     seed: Annotated[int, Range(0, 2**32 - 1)] = 42
-    full: Model = field(default_factory=Model)
-    crop: Model = field(default_factory=Model)
-    crops: Crops = field(default_factory=Crops)
+    models: dict[str, Model] = field(default_factory=dict)  # name -> model, in run order; each is one stage
     blend: Blend = field(default_factory=Blend)
     sequences: Sequences = field(default_factory=Sequences)
     split: Split = field(default_factory=Split)
@@ -162,29 +165,35 @@ class Recipe:
         check_recipe(recipe)
         return recipe
 
-    def section_hash(self, *names: str) -> str:
-        """Content hash of some top-level sections (plus the seed): what a stage's cache key uses."""
+    def section_hash(self, *paths: str) -> str:
+        """Content hash of some sections, each a dotted path (`split`, `models.crop`), plus the seed: what a
+        stage's cache key uses."""
         d = self.to_dict()
-        return sha256_json({"seed": self.seed, **{n: d[n] for n in names}})
+        return sha256_json({"seed": self.seed, **{p: functools.reduce(dict.__getitem__, p.split("."), d)
+                                                  for p in paths}})
 
 
 REFERENCE = Recipe(
     name="reference",
-    full=Model(
-        batch_size=256,
-        stages=(
-            Stage(epochs=10, lr_lo=1e-2, lr_hi=1e-2, frozen=True, mixup=0.4),
-            Stage(epochs=10, lr_lo=1e-5, lr_hi=1e-4, frozen=False, mixup=0.4),
+    models={
+        "full": Model(
+            batch_size=256,
+            stages=(
+                Stage(epochs=10, lr_lo=1e-2, lr_hi=1e-2, frozen=True, mixup=0.4),
+                Stage(epochs=10, lr_lo=1e-5, lr_hi=1e-4, frozen=False, mixup=0.4),
+            ),
         ),
-    ),
-    crop=Model(
-        cache_size=128,  # the crops are cut at 128 px (Crops.size): caching them larger adds nothing
-        batch_size=128,
-        stages=(
-            Stage(epochs=12, lr_lo=3e-3, lr_hi=3e-3, frozen=True),
-            Stage(epochs=12, lr_lo=5e-6, lr_hi=5e-4, frozen=False),
+        "crop": Model(
+            input="crop",
+            cache_size=128,  # the crops are cut at 128 px (crops.size): caching them larger adds nothing
+            batch_size=128,
+            stages=(
+                Stage(epochs=12, lr_lo=3e-3, lr_hi=3e-3, frozen=True),
+                Stage(epochs=12, lr_lo=5e-6, lr_hi=5e-4, frozen=False),
+            ),
         ),
-    ),
+    },
+    blend=Blend({"full": 0.3, "crop": 0.7}),
 )
 
 # Same code paths, sized for 2 CPU cores: a small random-init network, 64 px inputs, a short schedule.
@@ -203,42 +212,33 @@ _DEMO_MODEL = Model(
 )
 DEMO = Recipe(
     name="demo",
-    # The full-image task is the harder one from random init (small animals, new backgrounds): more
-    # epochs, and lighter mixup than the reference's 0.4 (which kept it near the empty rate here).
-    full=replace(_DEMO_MODEL, stages=(replace(_DEMO_MODEL.stages[0], mixup=0.2),
-                                      replace(_DEMO_MODEL.stages[1], epochs=10, mixup=0.2))),
-    crop=_DEMO_MODEL,
-    crops=Crops(size=72),
+    models={
+        # The full-image task is the harder one from random init (small animals, new backgrounds): more
+        # epochs, and lighter mixup than the reference's 0.4 (which kept it near the empty rate here).
+        "full": replace(_DEMO_MODEL, stages=(replace(_DEMO_MODEL.stages[0], mixup=0.2),
+                                             replace(_DEMO_MODEL.stages[1], epochs=10, mixup=0.2))),
+        "crop": replace(_DEMO_MODEL, input="crop", crops=Crops(size=72)),
+    },
+    blend=Blend({"full": 0.3, "crop": 0.7}),
     split=Split(method="location", val_fraction=0.25),
 )
 
 RECIPES = {r.name: r for r in (REFERENCE, DEMO)}
+MODEL_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+RESERVED_NAMES = frozenset({"aggregate", "baseline", "blend", "final", "truth", "location", "id"})  # stage, columns
+SECTIONS = frozenset(f.name for f in fields(Recipe))
 
 
 def load_recipe(source: str | Path = "reference", overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """A named recipe, a TOML file, or a saved recipe JSON; then `a.b=value` overrides (TOML values).
 
-    A TOML file may set `base = "demo"` and override any subset of sections, e.g.
-    `[full]` / `batch_size = 64`.
+    A TOML file may set `base = "demo"` and override any subset of sections, e.g. `[models.full]` /
+    `batch_size = 64`; a new model's table may start from another model with `like = "crop"`. Shorthands,
+    in files and overrides: a model's name for `models.<name>` (`full.batch_size=64`), and
+    `blend.<name>_weight` for `blend.weights.<name>`.
     """
     source = str(source)
-    if source in RECIPES:
-        data = RECIPES[source].to_dict()
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise IwcError(f"recipe {source!r} is neither a named recipe {sorted(RECIPES)} nor a file")
-        try:
-            text = path.read_text(encoding="utf-8")
-            raw = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-        except (ValueError, tomllib.TOMLDecodeError) as e:  # ValueError covers bad UTF-8 and bad JSON
-            raise IwcError(f"recipe file {path}: cannot parse: {e}") from e
-        if not isinstance(raw, dict):
-            raise IwcError(f"recipe file {path}: must hold a table of recipe sections, not {type(raw).__name__}")
-        base = raw.pop("base", "reference")
-        if base not in RECIPES:
-            raise IwcError(f"recipe file {path}: base {base!r} is not one of {sorted(RECIPES)}")
-        data = _merge(RECIPES[base].to_dict(), {"name": path.stem, **raw})
+    data = RECIPES[source].to_dict() if source in RECIPES else _read_file(Path(source))
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
@@ -247,8 +247,59 @@ def load_recipe(source: str | Path = "reference", overrides: list[str] | tuple[s
             parsed = tomllib.loads(f"v = {value}")["v"]
         except tomllib.TOMLDecodeError:
             parsed = value  # a bare word: treat it as a string
-        _set_path(data, key.split("."), parsed, item)
+        _set_path(data, _expand(key.split("."), data), parsed, item)
     return Recipe.from_dict(data)
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    """A recipe file's table merged onto its `base` (the recipe as `to_dict` gives it, before checking)."""
+    if not path.is_file():
+        raise IwcError(f"recipe {str(path)!r} is neither a named recipe {sorted(RECIPES)} nor a file")
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (as some editors save) is not content
+        raw = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as e:  # ValueError covers bad UTF-8 and bad JSON
+        raise IwcError(f"recipe file {path}: cannot parse: {e}") from e
+    if not isinstance(raw, dict):
+        raise IwcError(f"recipe file {path}: must hold a table of recipe sections, not {type(raw).__name__}")
+    base = raw.pop("base", "reference")
+    if not isinstance(base, str) or base not in RECIPES:
+        raise IwcError(f"recipe file {path}: base = {base!r} must be the name of a recipe: one of {sorted(RECIPES)}")
+    data = RECIPES[base].to_dict()
+    models = raw.pop("models", {})
+    if not isinstance(models, dict):
+        raise IwcError(f"recipe file {path}: models must be a table of model tables, not {type(models).__name__}")
+    for key in [k for k in raw if k not in SECTIONS and k in data["models"]]:  # [full] for [models.full]
+        models = _merge({key: raw.pop(key)}, models)
+    blend = raw.get("blend")
+    if isinstance(blend, dict):
+        for key in [k for k in blend if k.endswith("_weight")]:  # full_weight for weights.full
+            blend.setdefault("weights", {})[key.removesuffix("_weight")] = blend.pop(key)
+    data = _merge(data, {"name": path.stem, **raw})
+    for name, table in models.items():
+        if not isinstance(table, dict):
+            raise IwcError(f"recipe file {path}: models.{name} must be a table, not {type(table).__name__}")
+        like = table.pop("like", None)
+        if like is not None and like not in data["models"]:
+            raise IwcError(f"recipe file {path}: models.{name}.like = {like!r} must name a model of the recipe: "
+                           f"one of {sorted(data['models'])}")
+        start = data["models"][like] if like else data["models"].get(name) or _model_dict()
+        data["models"][name] = _merge(copy.deepcopy(start), table)
+    return data
+
+
+def _model_dict() -> dict[str, Any]:
+    return json.loads(json.dumps(dataclasses.asdict(Model())))
+
+
+def _expand(keys: list[str], data: dict) -> list[str]:
+    """An override's key path with the shorthands spelled out (`full.x` -> `models.full.x`,
+    `blend.full_weight` -> `blend.weights.full`)."""
+    if keys[0] not in SECTIONS and keys[0] in data.get("models", {}):
+        return ["models", *keys]
+    if keys[0] == "blend" and len(keys) == 2 and keys[1].endswith("_weight"):
+        return ["blend", "weights", keys[1].removesuffix("_weight")]
+    return keys
 
 
 def _merge(base: dict, extra: dict) -> dict:
@@ -270,7 +321,7 @@ def _set_path(data: dict, keys: list[str], value: Any, item: str) -> None:
     last = keys[-1]
     if isinstance(node, list) and last.isdigit() and int(last) < len(node):
         node[int(last)] = value
-    elif isinstance(node, dict) and last in node:
+    elif isinstance(node, dict) and (last in node or keys[:-1] == ["blend", "weights"]):
         node[last] = value
     else:
         raise IwcError(f"override {item!r}: unknown recipe key {last!r}")
@@ -278,14 +329,32 @@ def _set_path(data: dict, keys: list[str], value: Any, item: str) -> None:
 
 def check_recipe(recipe: Recipe) -> None:
     """Raise one single-line `IwcError` listing every value of `recipe` outside its allowed range
-    (field ranges, cross-field rules, timm architecture names); return None when the recipe is sound."""
+    (field ranges, cross-field rules, model names, blend weights, timm architecture names); return None when
+    the recipe is sound."""
     problems = _range_problems(recipe, "")
-    if not recipe.name or any(c in recipe.name for c in "/\\") or recipe.name in (".", ".."):
+    if not recipe.name or any(c in recipe.name for c in "/\\\0") or recipe.name in (".", ".."):
         problems.append(f"name = {recipe.name!r} must be a plain folder name (it names runs/<name>/)")
-    for section in ("full", "crop"):
-        problems += _model_problems(getattr(recipe, section), section)
-    if not recipe.blend.full_weight + recipe.blend.crop_weight > 0:
-        problems.append("blend.full_weight + blend.crop_weight = 0 must be > 0 (the weights cannot both be 0)")
+    if not recipe.models:
+        problems.append("models = {} must name at least one model")
+    elif all(m.input != "full" for m in recipe.models.values()):
+        problems.append("models: at least one model must have input = 'full' (it predicts images without a crop)")
+    for name, model in recipe.models.items():
+        if not MODEL_NAME.fullmatch(name) or name in RESERVED_NAMES:
+            problems.append(f"models.{name} : a model name must be 1-32 lower-case letters, digits or _, starting "
+                            f"with a letter, and none of {sorted(RESERVED_NAMES)} (it names a stage and a kernel)")
+        problems += _model_problems(model, f"models.{name}")
+    weights = recipe.blend.weights
+    if set(weights) != set(recipe.models):
+        problems.append(f"blend.weights names {sorted(weights)} must name each model once: {sorted(recipe.models)}")
+    bad = {k: w for k, w in weights.items() if not (isinstance(w, float) and math.isfinite(w) and w >= 0)}
+    if bad:
+        problems.append(f"blend.weights {bad} must be numbers >= 0")
+    elif not sum(weights.values()) > 0:
+        problems.append("blend.weights sum to 0: at least one weight must be > 0")
+    if not problems:
+        from iwc.stages import stage_specs  # the stages the models become: their kernel slugs must differ
+
+        stage_specs(recipe)
     if problems:
         raise IwcError("recipe: " + "; ".join(problems))
 
@@ -296,8 +365,6 @@ def _model_problems(m: Model, where: str) -> list[str]:
         problems.append(f"{where}.cache_size = {m.cache_size} must be >= {where}.image_size ({m.image_size})")
     if not m.stages:
         problems.append(f"{where}.stages = [] must hold at least one stage")
-    elif sum(s.epochs for s in m.stages) < 1:
-        problems.append(f"{where}.stages epochs = {[s.epochs for s in m.stages]} must total >= 1")
     for i, s in enumerate(m.stages):
         if s.lr_lo > s.lr_hi:
             problems.append(f"{where}.stages[{i}].lr_lo = {s.lr_lo:g} must be <= lr_hi ({s.lr_hi:g})")
@@ -327,6 +394,9 @@ def _range_problems(obj: Any, where: str) -> list[str]:
         elif isinstance(value, tuple):
             for i, item in enumerate(value):
                 problems += _range_problems(item, f"{path}[{i}].")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                problems += _range_problems(item, f"{path}.{key}.") if dataclasses.is_dataclass(item) else []
         for allowed in _metadata(type(obj), f.name):
             if isinstance(allowed, Range) and value not in allowed:
                 problems.append(f"{path} = {value!r} must be {allowed}")
@@ -367,6 +437,10 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         hint = get_args(hint)[0]
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, where)
+    if get_origin(hint) is dict:
+        if not isinstance(value, dict):
+            raise IwcError(f"recipe: {where} = {value!r} must be a table")
+        return {str(k): _coerce(get_args(hint)[1], v, f"{where}.{k}") for k, v in value.items()}
     if get_origin(hint) is tuple:
         if not isinstance(value, list | tuple):
             raise IwcError(f"recipe: {where} = {value!r} must be a list of tables")

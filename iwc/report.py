@@ -1,9 +1,11 @@
 """Run report: the accuracy table, a judgement of each step, a confusion matrix and per-location accuracy.
 
 Inputs are plain arrays of original category ids, so the same functions serve validation (labels known
-to the aggregator) and the synthetic test set (labels known only to local evaluation). The table starts
-with a baseline, predicting the most frequent training category for every image; `judge` flags a step
-that lowers accuracy compared with the step it builds on, and a final result below that baseline.
+to the aggregator) and the synthetic test set (labels known only to local evaluation). The steps come from
+the recipe (`step_labels`): a baseline predicting the most frequent training category for every image, each
+model alone, the blend, the blend + sequence vote. `judge` flags a step that lowers accuracy compared with
+the step it builds on, and a final result below that baseline. The aggregator writes its figures once, to
+`metrics.json`; `report_markdown` renders them, for the aggregator's report and the run's alike.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import io
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -20,17 +23,20 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from iwc.io import atomic_write, write_text
+from iwc.io import atomic_write
+from iwc.recipe import Recipe
 
-BASELINE = "baseline"
-STEPS = (BASELINE, "full", "crop", "blend", "final")
-STEP_NAMES = {
-    BASELINE: "most frequent class (baseline)",
-    "full": "full-image model",
-    "crop": "crop model (no crop -> empty)",
-    "blend": "blend (full + crop)",
-    "final": "blend + sequence vote",
-}
+BASELINE, BLEND, FINAL = "baseline", "blend", "final"
+METRICS_JSON = "metrics.json"
+VALIDATION = "validation (held-out locations)"
+
+
+def step_labels(recipe: Recipe) -> dict[str, str]:
+    """The report's steps in table order (baseline, each model, blend, vote), each with its row label."""
+    models = {name: f"{name}: " + ("full-image model" if m.input == "full" else "crop model (no crop -> empty)")
+              for name, m in recipe.models.items()}
+    return {BASELINE: "most frequent class (baseline)", **models,
+            BLEND: f"blend ({' + '.join(recipe.models)})", FINAL: "blend + sequence vote"}
 
 
 def accuracies(predictions: Mapping[str, np.ndarray], truth: np.ndarray) -> dict[str, float]:
@@ -57,27 +63,28 @@ class Flag:
 
 
 def judge(accuracy: Mapping[str, float], on: str = "validation") -> list[Flag]:
-    """Flags for one evaluation set's accuracies (`on` names it in the sentences).
+    """Flags for one evaluation set's accuracies (step -> accuracy; `on` names the set in the sentences).
 
-    The blend is flagged when it is below the better single model, the sequence vote when it is below the
-    blend, and the final result when it is below the most-frequent-class baseline. Steps missing from
-    `accuracy` are not judged.
+    The blend is flagged when it is below the best single model (every step but baseline, blend and final),
+    the sequence vote when it is below the blend, and the final result when it is below the
+    most-frequent-class baseline. Steps missing from `accuracy` are not judged.
     """
     a = accuracy
     flags = []
-    if {"full", "crop", "blend"} <= a.keys():
-        better, name = ("full", "full-image model") if a["full"] >= a["crop"] else ("crop", "crop model")
-        if a["blend"] < a[better]:
-            flags.append(Flag("blend", f"lower than the {name}",
-                              f"On {on}, the blend ({a['blend']:.4f}) is lower than the better single model, the "
-                              f"{name} ({a[better]:.4f}): the blend weights hurt; revisit them."))
-    if {"blend", "final"} <= a.keys() and a["final"] < a["blend"]:
-        flags.append(Flag("final", "lower than the blend",
-                          f"On {on}, the sequence vote lowers accuracy from {a['blend']:.4f} (blend) to "
-                          f"{a['final']:.4f}: check the sequence settings (method, gap_s, vote)."))
-    if {BASELINE, "final"} <= a.keys() and a["final"] < a[BASELINE]:
-        flags.append(Flag("final", "below the baseline",
-                          f"On {on}, the final result ({a['final']:.4f}) is below the baseline that predicts the "
+    models = [s for s in a if s not in (BASELINE, BLEND, FINAL)]
+    if models and BLEND in a:
+        best = max(models, key=lambda s: a[s])
+        if a[BLEND] < a[best]:
+            flags.append(Flag(BLEND, f"lower than model {best}",
+                              f"On {on}, the blend ({a[BLEND]:.4f}) is lower than the best single model, {best} "
+                              f"({a[best]:.4f}): the blend weights hurt; revisit them."))
+    if {BLEND, FINAL} <= a.keys() and a[FINAL] < a[BLEND]:
+        flags.append(Flag(FINAL, "lower than the blend",
+                          f"On {on}, the sequence vote lowers accuracy from {a[BLEND]:.4f} (blend) to "
+                          f"{a[FINAL]:.4f}: check the sequence settings (method, gap_s, vote)."))
+    if {BASELINE, FINAL} <= a.keys() and a[FINAL] < a[BASELINE]:
+        flags.append(Flag(FINAL, "below the baseline",
+                          f"On {on}, the final result ({a[FINAL]:.4f}) is below the baseline that predicts the "
                           f"most frequent class for every image ({a[BASELINE]:.4f}): the models learned less "
                           "than the class prior."))
     return flags
@@ -92,8 +99,9 @@ def judgement(accuracy: Mapping[str, float], on: str = "validation") -> str:
     return "\n".join(f"- ⚠ {f.sentence}" for f in flags)
 
 
-def accuracy_table(columns: Mapping[str, Mapping[str, float]]) -> str:
-    """Markdown table: one row per step, one column per evaluation set (e.g. validation, test).
+def accuracy_table(columns: Mapping[str, Mapping[str, float]], labels: Mapping[str, str]) -> str:
+    """Markdown table: one row per step of `labels` (step -> row label, in order), one column per evaluation
+    set (e.g. validation, test).
 
     The first set is judged (`judge`); when a step is flagged, a last "note" column says why.
     """
@@ -103,11 +111,11 @@ def accuracy_table(columns: Mapping[str, Mapping[str, float]]) -> str:
         notes.setdefault(flag.step, []).append(flag.note)
     header = [*sets, *(["note"] if notes else [])]
     lines = ["| step | " + " | ".join(header) + " |", "|---|" + "---:|" * len(sets) + ("---|" if notes else "")]
-    for step in STEPS:
+    for step, label in labels.items():
         cells = [f"{columns[s][step]:.4f}" if step in columns[s] else "-" for s in sets]
         if notes:
             cells.append("; ".join(f"⚠ {n}" for n in notes.get(step, [])))
-        lines.append(f"| {STEP_NAMES[step]} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -131,8 +139,9 @@ def plot_confusion(truth: np.ndarray, pred: np.ndarray, names: Mapping[int, str]
     _save(fig, path)
 
 
-def plot_per_location(locations: np.ndarray, truth: np.ndarray, preds: Mapping[str, np.ndarray], path: Path) -> None:
-    """Grouped bars: accuracy of each step per location."""
+def plot_per_location(locations: np.ndarray, truth: np.ndarray, preds: Mapping[str, np.ndarray],
+                      labels: Mapping[str, str], path: Path) -> None:
+    """Grouped bars: accuracy of each step (`preds`: step -> predictions; `labels`: step -> legend) per location."""
     frame = pd.DataFrame({"location": locations, **{s: np.asarray(p) == truth for s, p in preds.items()}})
     acc = frame.groupby("location")[list(preds)].mean()
     counts = frame.groupby("location").size()
@@ -140,7 +149,7 @@ def plot_per_location(locations: np.ndarray, truth: np.ndarray, preds: Mapping[s
     width = 0.8 / len(preds)
     x = np.arange(len(acc))
     for i, step in enumerate(preds):
-        ax.bar(x + i * width, acc[step].to_numpy(), width, label=STEP_NAMES.get(step, step))
+        ax.bar(x + i * width, acc[step].to_numpy(), width, label=labels.get(step, step))
     ax.set_xticks(x + 0.4 - width / 2, [f"{loc}\n(n={counts[loc]})" for loc in acc.index], fontsize=7)
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
@@ -150,10 +159,23 @@ def plot_per_location(locations: np.ndarray, truth: np.ndarray, preds: Mapping[s
     _save(fig, path)
 
 
-def write_report(path: Path, title: str, sections: Sequence[tuple[str, str]]) -> None:
-    """Markdown file: a title, then (heading, body) sections."""
+def report_markdown(title: str, metrics: Mapping[str, Any], data_issues: str,
+                    extra: Sequence[tuple[str, str]] = ()) -> str:
+    """The report of a run: its accuracy table and judgement (from `metrics`, as the aggregator writes it to
+    `metrics.json`: `labels`, `accuracy` per evaluation set, `validation` counts), the validation plots, the
+    `data_issues` section, then `extra` (heading, body) sections."""
+    accuracy, counts = metrics["accuracy"], metrics["validation"]
+    sections = [
+        ("Accuracy", accuracy_table(accuracy, metrics["labels"])),
+        ("Judgement", judgement(accuracy[VALIDATION])),
+        ("Final predictions on validation", f"{counts['images']} images from {counts['locations']} held-out "
+                                            "locations.\n\n![confusion matrix](confusion_matrix.png)\n\n"
+                                            "![accuracy per location](per_location.png)"),
+        ("Data issues", data_issues),
+        *extra,
+    ]
     body = "\n\n".join(f"## {heading}\n\n{text}" for heading, text in sections)
-    write_text(path, f"# {title}\n\n{body}\n")
+    return f"# {title}\n\n{body}\n"
 
 
 def _save(fig: plt.Figure, path: Path) -> None:

@@ -115,13 +115,15 @@ def write_submission(
     *,
     sample: pd.DataFrame,
     category_ids: Iterable[int],
+    code: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
     """Validate `df`, then write `out_dir/submission.csv` and `out_dir/manifest.json`; return the CSV path.
 
     The CSV has the header `Id,Category` and '\\n' line endings (same frame => same bytes). The manifest
     holds the CSV's sha256, row count and category histogram, the sha256 of each named `inputs` file,
-    `code_version()`, and the keys of `extra`. Everything is checked and hashed before anything is
+    `code` (what wrote it: default `code_version("iwc.submission")`), and the keys of `extra`. Everything
+    is checked and hashed before anything is
     written, and the two files are written together (`_write_pair`): a failure (a full disk, a read-only
     folder) is an `IwcError` and leaves an existing submission untouched.
     """
@@ -137,7 +139,7 @@ def write_submission(
             "category_histogram": {str(k): int(v) for k, v in histogram.items()},
         },
         "inputs": {name: _input_entry(name, path) for name, path in sorted(inputs.items())},
-        "code": code_version(),
+        "code": dict(code or code_version(__name__)),
     }
     clash = sorted(set(manifest) & set(extra or {}))
     if clash:

@@ -1,4 +1,4 @@
-"""Aggregation: alignment by category id, the blend, and the two sequence votes."""
+"""Aggregation: alignment by category id, the blend of N models, and the two sequence votes."""
 
 from dataclasses import replace
 
@@ -9,9 +9,14 @@ import pytest
 from iwc.aggregate import align, blend, combine, mean_prob_vote, sequence_vote
 from iwc.errors import IwcError
 from iwc.probs import ProbTable
-from iwc.recipe import DEMO, Blend, Sequences
+from iwc.recipe import DEMO, Sequences
 
-REF = Blend(full_weight=0.3, crop_weight=0.7)
+REF = {"full": 0.3, "crop": 0.7}
+
+
+def two(full: ProbTable, crop: ProbTable, weights: dict = REF) -> ProbTable:
+    """The reference's blend of a full-image and a crop model, over the full model's images."""
+    return blend({"full": full, "crop": crop}, weights, full.image_ids)
 
 
 def table(image_ids, category_ids, seed=0) -> ProbTable:
@@ -48,7 +53,7 @@ def test_blend_crop_with_seven_fewer_classes():
     crop_ids = np.delete(full_ids, [1, 2, 4, 6, 7, 8, 10])  # 7 fewer: [0, 11, 20, 60]
     full = table(["a", "b", "c"], full_ids, seed=1)
     crop = table(["c", "a"], crop_ids, seed=2)  # different row order, one image without a crop
-    out = blend(full, crop, REF)
+    out = two(full, crop)
     np.testing.assert_array_equal(out.category_ids, full_ids)
     np.testing.assert_array_equal(out.image_ids, ["a", "b", "c"])
     for row, crop_row in ((0, 1), (2, 0)):
@@ -62,7 +67,7 @@ def test_blend_crop_with_seven_fewer_classes():
 def test_blend_disjoint_class_sets_uses_the_union():
     full = ProbTable(np.array(["a", "b"]), np.array([1, 5]), np.array([[0.2, 0.8], [0.9, 0.1]]))
     crop = ProbTable(np.array(["a"]), np.array([3, 9]), np.array([[0.4, 0.6]]))
-    out = blend(full, crop, REF)
+    out = two(full, crop)
     np.testing.assert_array_equal(out.category_ids, [1, 3, 5, 9])
     np.testing.assert_allclose(out.probs, [[0.06, 0.28, 0.24, 0.42], [0.9, 0.0, 0.1, 0.0]], rtol=1e-6)
     assert out.argmax_category().tolist() == [9, 1]
@@ -71,16 +76,50 @@ def test_blend_disjoint_class_sets_uses_the_union():
 def test_blend_normalizes_weights():
     full = ProbTable(np.array(["a"]), np.array([1, 2]), np.array([[1.0, 0.0]]))
     crop = ProbTable(np.array(["a"]), np.array([1, 2]), np.array([[0.0, 1.0]]))
-    out = blend(full, crop, Blend(full_weight=1.0, crop_weight=3.0))
+    out = two(full, crop, {"full": 1.0, "crop": 3.0})
     np.testing.assert_allclose(out.probs, [[0.25, 0.75]])
 
 
 def test_blend_rejects_crop_rows_for_unknown_images_and_bad_weights():
     full = table(["a", "b"], [0, 1])
-    with pytest.raises(IwcError, match=r"2 crop-model images .*zz, yy"):
-        blend(full, table(["zz", "a", "yy"], [0, 1]), REF)
+    with pytest.raises(IwcError, match=r"2 images of model 'crop' .*zz, yy"):
+        two(full, table(["zz", "a", "yy"], [0, 1]))
     with pytest.raises(IwcError, match="non-negative"):
-        blend(full, table(["a"], [0, 1]), Blend(full_weight=-0.5, crop_weight=0.7))
+        two(full, table(["a"], [0, 1]), {"full": -0.5, "crop": 0.7})
+    with pytest.raises(IwcError, match=r"1 images are not in any model's table \(e\.g\. c\)"):
+        blend({"full": full}, {"full": 1.0}, np.array(["a", "b", "c"]))
+
+
+def test_blend_of_three_models_renormalizes_over_the_models_with_a_row():
+    ids = np.array([0, 1])
+    full = ProbTable(np.array(["a", "b", "c"]), ids, np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]]))
+    crop = ProbTable(np.array(["a", "b"]), ids, np.array([[0.0, 1.0], [0.0, 1.0]]))
+    crop2 = ProbTable(np.array(["a"]), ids, np.array([[0.5, 0.5]]))
+    out = blend({"full": full, "crop": crop, "crop2": crop2}, {"full": 0.2, "crop": 0.4, "crop2": 0.4},
+                np.array(["a", "b", "c"]))
+    np.testing.assert_allclose(out.probs, [[0.2 + 0.2, 0.4 + 0.2], [0.2 / 0.6, 0.4 / 0.6], [1.0, 0.0]], rtol=1e-6)
+
+
+def test_blend_of_models_whose_weights_are_all_zero_on_a_row_takes_their_mean():
+    ids = np.array([0, 1])
+    full = ProbTable(np.array(["a", "b"]), ids, np.array([[1.0, 0.0], [0.2, 0.8]]))
+    crop = ProbTable(np.array(["a"]), ids, np.array([[0.0, 1.0]]))
+    out = two(full, crop, {"full": 0.0, "crop": 1.0})
+    np.testing.assert_array_equal(out.probs, np.array([[0.0, 1.0], [0.2, 0.8]], dtype=np.float32))  # b: p_full
+
+
+def test_blend_of_two_models_is_the_reference_arithmetic_to_the_bit():
+    full = table([f"i{k}" for k in range(500)], np.arange(30), seed=6)
+    crop = table([f"i{k}" for k in range(0, 500, 3)], np.arange(0, 30, 2), seed=7)
+    out = two(full, crop)
+    rows = pd.Index(full.image_ids).get_indexer(crop.image_ids)
+    expected = full.probs.copy()
+    mixed = np.zeros((len(crop), 30), dtype=np.float32)
+    mixed[:, ::2] = crop.probs
+    mixed *= 0.7 / 1.0
+    mixed += (0.3 / 1.0) * expected[rows]
+    expected[rows] = mixed
+    np.testing.assert_array_equal(out.probs, expected)
 
 
 @pytest.mark.parametrize(
@@ -150,7 +189,8 @@ def test_combine_applies_blend_then_the_recipes_vote():
                      np.array([[0.9, 0.1, 0.0], [0.6, 0.0, 0.4], [0.0, 0.0, 1.0]]))
     crop = ProbTable(np.array(["a"]), np.array([0, 1]), np.array([[0.0, 1.0]]))
     keys = pd.Series([7, 7, 8], index=["c", "a", "b"])  # keyed by image id, not by position
-    out = {vote: combine(full, crop, keys, replace(DEMO, sequences=Sequences(vote=vote)))
+    out = {vote: combine({"full": full, "crop": crop}, full.image_ids, keys,
+                         replace(DEMO, sequences=Sequences(vote=vote)))
            for vote in ("none", "majority", "mean_prob")}
     assert out["none"].to_dict() == {"a": 1, "b": 0, "c": 2}
     assert out["majority"].to_dict() == {"a": 1, "b": 0, "c": 1}  # a, c share a sequence: tie -> 1
@@ -161,6 +201,7 @@ def test_combine_applies_blend_then_the_recipes_vote():
 def test_combine_rejects_unknown_vote_and_missing_keys():
     full, crop = table(["a", "b"], [0, 1]), table(["a"], [0, 1])
     with pytest.raises(IwcError, match="unknown sequence vote"):
-        combine(full, crop, pd.Series([1, 1], index=["a", "b"]), replace(DEMO, sequences=Sequences(vote="max")))
+        combine({"full": full, "crop": crop}, full.image_ids, pd.Series([1, 1], index=["a", "b"]),
+                replace(DEMO, sequences=Sequences(vote="max")))
     with pytest.raises(IwcError, match=r"1 images are not in the sequence keys \(e\.g\. b\)"):
-        combine(full, crop, pd.Series([1], index=["a"]), DEMO)
+        combine({"full": full, "crop": crop}, full.image_ids, pd.Series([1], index=["a"]), DEMO)

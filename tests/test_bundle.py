@@ -10,11 +10,13 @@ import pytest
 from slugify import slugify as kaggle_slugify  # what the kaggle client checks titles against
 
 from iwc.errors import IwcError
-from iwc.host.bundle import SPECS, build_kernels, check_fresh, needs_hub, package_sources, render_script
-from iwc.provenance import PACKAGE_DIR, code_hash, hash_sources
+from iwc.host.bundle import build_kernels, check_fresh, needs_hub, render_kernels, render_script
+from iwc.provenance import KERNEL_ROOTS, PACKAGE_DIR, closure_sources, hash_sources, import_closure, package_sources
 from iwc.recipe import DEMO, REFERENCE, load_recipe
+from iwc.stages import stage_specs
 
-CORE = ("__init__.py", "errors.py", "io.py", "layout.py", "recipe.py", "stages/__init__.py")
+CORE = tuple(closure_sources("iwc.layout", package_sources()))  # what the bootstrap and a stage's layout need
+SPECS = stage_specs(DEMO)
 
 RECORDING_STAGE = """\
 import json
@@ -23,13 +25,13 @@ import iwc
 from iwc import layout
 
 
-def main(recipe):
-    out = {"iwc_file": iwc.__file__, "recipe": recipe.to_dict()}
+def main(recipe, name):
+    out = {"iwc_file": iwc.__file__, "recipe": recipe.to_dict(), "stage": name}
     (layout.working_dir() / "ran.json").write_text(json.dumps(out))
 """
 
 FAILING_STAGE = """\
-def main(recipe):
+def main(recipe, name):
     message = "boom in " + recipe.name
     raise RuntimeError(message)
 """
@@ -50,14 +52,31 @@ def run_script(script: Path, env: dict[str, str]) -> subprocess.CompletedProcess
                           capture_output=True, text=True, timeout=60)
 
 
-def test_sources_hash_is_the_code_hash():
-    assert hash_sources(package_sources()) == code_hash()
+def test_each_kernel_embeds_only_the_closure_of_its_stage():
+    files = render_kernels(REFERENCE)
+    embedded = {stage: {line.removeprefix("# iwc/") for line in files[f"{stage}/iwc_{stage}.py"].splitlines()
+                        if line.startswith("# iwc/")} for stage in stage_specs(REFERENCE)}
+    sources = package_sources()
+    for stage, spec in stage_specs(REFERENCE).items():
+        assert embedded[stage] == set(import_closure((*KERNEL_ROOTS, spec.module), sources))
+        assert f"# code sha256: {hash_sources(closure_sources(spec.module, sources))}" in files[
+            f"{stage}/iwc_{stage}.py"]
+    assert not [f for f in embedded["aggregate"] if f.startswith("train/")]  # no training code
+    assert {"report.py", "aggregate.py", "submission.py"} <= embedded["aggregate"]
+    for model in ("full", "crop"):
+        assert "train/fit.py" in embedded[model]
+        assert not {"report.py", "aggregate.py", "submission.py"} & embedded[model]
+    assert "data/crops.py" in embedded["crop"] and "data/crops.py" not in embedded["full"]
+    assert (PACKAGE_DIR / "recipe.py").read_text() in files["aggregate/iwc_aggregate.py"]
 
 
-def test_the_whole_package_embeds():
-    script = render_script("full", "iwc.layout:working_dir", DEMO, package_sources())
-    assert f"# code sha256: {code_hash()}" in script
-    assert (PACKAGE_DIR / "recipe.py").read_text() in script
+def test_the_closure_follows_imports_anywhere_in_a_module_and_their_packages():
+    sources = {"__init__.py": "", "a.py": "def f():\n    from iwc.sub import b\n", "sub/__init__.py": "",
+               "sub/b.py": "import iwc.c\nimport os\n", "c.py": "from . import d\n", "d.py": "", "unused.py": ""}
+    assert import_closure(["iwc.a"], sources) == ["__init__.py", "a.py", "c.py", "d.py", "sub/__init__.py",
+                                                  "sub/b.py"]
+    with pytest.raises(IwcError, match=r"iwc/missing\.py does not exist"):
+        import_closure(["iwc.a"], sources | {"d.py": "import iwc.missing\n"})
 
 
 def test_regeneration_is_byte_identical(tmp_path):

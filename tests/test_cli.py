@@ -128,15 +128,16 @@ def test_recipe_prints_the_resolved_recipe_with_overrides(capsys):
     assert main(["recipe", "--recipe", "demo", "--set", "full.batch_size=16"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["name"] == "demo"
-    assert data["full"]["batch_size"] == 16
-    assert data["crop"]["batch_size"] == 32  # untouched
+    assert data["models"]["full"]["batch_size"] == 16
+    assert data["models"]["crop"]["batch_size"] == 32  # untouched
+    assert list(data["models"]) == ["full", "crop"]  # in run order
 
 
 @pytest.mark.parametrize(("override", "message"), [
     ("full.nope=1", "unknown recipe key 'nope'"),
     ("nosection.batch_size=1", "no recipe section 'nosection'"),
     ("full.batch_size", "must look like section.key=value"),
-    ("full.batch_size=big", "recipe: full.batch_size = 'big' must be int"),
+    ("full.batch_size=big", "recipe: models.full.batch_size = 'big' must be int"),
 ])
 def test_bad_override_exits_2_with_a_clear_message(override, message, capsys):
     assert main(["recipe", "--recipe", "demo", "--set", override]) == 2

@@ -147,5 +147,5 @@ def test_the_full_stage_neither_reads_nor_needs_the_megadetector_file(small_demo
 
     monkeypatch.setattr(full, "train_model", stop)
     with pytest.raises(_Stop):
-        full.main(load_recipe("demo"))
+        full.main(load_recipe("demo"), "full")
     assert seen == {"train": small_demo.n_train, "test": small_demo.n_test}

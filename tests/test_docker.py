@@ -37,8 +37,10 @@ from iwc.host.cli import main
 from iwc.host.lockfile import LOCK_FILE, requirements_lock
 from iwc.host.pipeline import reproduce
 from iwc.layout import SCRATCH_ENV
-from iwc.recipe import load_recipe
-from iwc.stages import SPECS
+from iwc.recipe import DEMO, load_recipe
+from iwc.stages import stage_specs
+
+SPECS = stage_specs(DEMO)
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "docker" / "Dockerfile"

@@ -3,9 +3,10 @@
 import ast
 import shutil
 
-from iwc.host.bundle import package_sources, render_kernels
-from iwc.provenance import HOST_DIR, PACKAGE_DIR, package_hash, source_files
+from iwc.host.bundle import render_kernels
+from iwc.provenance import HOST_DIR, PACKAGE_DIR, closure_sources, hash_sources, package_sources, source_files
 from iwc.recipe import REFERENCE
+from iwc.stages import stage_specs
 
 
 def test_kernels_embed_no_host_module():
@@ -25,13 +26,27 @@ def test_kernel_side_code_never_imports_host_code():
             assert not [n for n in names if n.startswith("iwc.host")], f"{path} imports host code"
 
 
-def test_editing_a_host_module_leaves_the_code_hash_and_so_every_stage_key_unchanged(tmp_path):
+def _stage_code_hashes(package_dir):
+    sources = package_sources(package_dir)
+    return {name: hash_sources(closure_sources(spec.module, sources)) for name, spec in stage_specs(REFERENCE).items()}
+
+
+def _append(path, line):
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(f"\n# {line}\n")
+
+
+def test_each_stage_code_hash_changes_only_with_the_code_its_kernel_runs(tmp_path):
     copy = tmp_path / "iwc"
     shutil.copytree(PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    before = package_hash(copy)
-    with open(copy / HOST_DIR / "cli.py", "a", encoding="utf-8") as f:
-        f.write("\n# a host-only edit\n")
-    assert package_hash(copy) == before
-    with open(copy / "aggregate.py", "a", encoding="utf-8") as f:
-        f.write("\n# a kernel-side edit\n")
-    assert package_hash(copy) != before
+    before = _stage_code_hashes(copy)
+    _append(copy / HOST_DIR / "cli.py", "a host-only edit")
+    assert _stage_code_hashes(copy) == before
+    for edited, changed in (("report.py", {"aggregate"}), ("aggregate.py", {"aggregate"}),
+                            ("submission.py", {"aggregate"}), ("data/crops.py", {"crop"}),
+                            ("train/fit.py", {"full", "crop"}),  # the aggregator reruns through its upstream keys
+                            ("errors.py", {"full", "crop", "aggregate"})):
+        start = _stage_code_hashes(copy)
+        _append(copy / edited, f"an edit of {edited}")
+        after = _stage_code_hashes(copy)
+        assert {s for s in after if after[s] != start[s]} == changed, edited

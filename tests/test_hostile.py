@@ -219,22 +219,24 @@ CASES = [
     Case("assemble-sample-bad-header", _assemble(lambda w: w.pred), _text(SAMPLE_CSV),
          setup=_garble(SAMPLE_CSV, b"Image,Label\na,1\n")),
     # --- iwc recipe (the reported cases, then files) --------------------------------------------------------
-    Case("recipe-batch-size-0", _recipe("full.batch_size=0"), _text("full.batch_size = 0 must be > 0")),
+    Case("recipe-batch-size-0", _recipe("full.batch_size=0"), _text("models.full.batch_size = 0 must be > 0")),
     Case("recipe-negative-epochs", _recipe("full.stages.1.epochs=-8"),
-         _text("full.stages[1].epochs = -8 must be >= 0")),
+         _text("full.stages[1].epochs = -8 must be >= 1")),
     Case("recipe-zero-epochs", _recipe("crop.stages.0.epochs=0", "crop.stages.1.epochs=0"),
-         _text("crop.stages epochs = [0, 0] must total >= 1")),
+         _text("crop.stages[0].epochs = 0 must be >= 1")),
     Case("recipe-image-size-0", _recipe("crop.image_size=0"), _text("crop.image_size = 0 must be > 0")),
     Case("recipe-stage-table-missing-fields", lambda w: ["recipe", "--recipe", str(w.write("short.toml", STAGE_TOML))],
          _text("full.stages[0] is missing lr_hi, frozen")),
-    Case("recipe-crops-rule", _recipe("crops.rule=bogus"), _text("crops.rule = 'bogus' must be one of 'best', 'all'")),
+    Case("recipe-crops-rule", _recipe("crop.crops.rule=bogus"),
+         _text("models.crop.crops.rule = 'bogus' must be one of 'best', 'all'")),
     Case("recipe-arch", _recipe("full.arch=nosuchnet"), _text("full.arch = 'nosuchnet' is not a timm architecture")),
     Case("recipe-vote", _recipe("sequences.vote=majorty"), _text("sequences.vote = 'majorty' must be one of")),
     Case("recipe-gap", _recipe("sequences.gap_s=-5"), _text("sequences.gap_s = -5.0 must be > 0")),
     Case("recipe-no-stages", _recipe("full.stages=[]"), _text("full.stages = [] must hold at least one stage")),
-    Case("recipe-threshold", _recipe("crops.threshold=1.5"), _text("crops.threshold = 1.5 must be in [0, 1)")),
+    Case("recipe-threshold", _recipe("crop.crops.threshold=1.5"),
+         _text("models.crop.crops.threshold = 1.5 must be in [0, 1)")),
     Case("recipe-cache-smaller", _recipe("full.cache_size=32"),
-         _text("full.cache_size = 32 must be >= full.image_size")),
+         _text("full.cache_size = 32 must be >= models.full.image_size")),
     Case("recipe-file-not-toml", lambda w: ["recipe", "--recipe", str(w.write("bad.toml", "[full\nx="))],
          _text("bad.toml: cannot parse")),
     Case("recipe-file-missing", _recipe(recipe="nowhere.toml"), _text("'nowhere.toml' is neither a named recipe")),
@@ -243,7 +245,8 @@ CASES = [
     Case("recipe-bad-base", lambda w: ["recipe", "--recipe", str(w.write("b.toml", 'base = "fast"\n'))],
          _text("base 'fast' is not one of")),
     # --- iwc stage: all fail before training --------------------------------------------------------------------
-    Case("stage-bad-recipe", _stage("full", "--set", "full.batch_size=0"), _text("full.batch_size = 0 must be > 0")),
+    Case("stage-bad-recipe", _stage("full", "--set", "full.batch_size=0"),
+         _text("models.full.batch_size = 0 must be > 0")),
     Case("stage-no-input-root", _stage("full", root=lambda w: w.root / "nowhere"), _text("is not a folder")),
     Case("stage-garbled-train-json", _stage("full"), _text(f"{TRAIN_JSON}: not valid JSON"), setup=_garble(TRAIN_JSON)),
     Case("stage-garbled-test-json", _stage("crop"), _text(f"{TEST_JSON}: not valid JSON"), setup=_garble(TEST_JSON)),
@@ -358,14 +361,14 @@ def test_ctrl_c_exits_130_with_one_line(monkeypatch, capsys):
 
 
 INTERRUPTED_STAGE = """\
-def main(recipe):
+def main(recipe, name):
     raise KeyboardInterrupt
 """
 
 
 @pytest.mark.parametrize(("stage_text", "bad_recipe", "code", "line"), [
     (INTERRUPTED_STAGE, False, 130, "interrupted"),
-    ("def main(recipe):\n    pass\n", True, 2, "error: recipe: full.batch_size = 0 must be > 0"),
+    ("def main(recipe, name):\n    pass\n", True, 2, "error: recipe: models.full.batch_size = 0 must be > 0"),
 ])
 def test_kernels_follow_the_same_exit_codes(tmp_path, stage_text, bad_recipe, code, line):
     from iwc.host.bundle import package_sources, render_script

@@ -8,7 +8,10 @@ from iwc.errors import IwcError
 from iwc.host.backends.base import KernelRun
 from iwc.host.pipeline import STATE_FILE, _run_wave, _waves
 from iwc.io import read_json_object
-from iwc.stages import SPECS
+from iwc.recipe import DEMO
+from iwc.stages import stage_specs
+
+SPECS = stage_specs(DEMO)
 
 
 class Together:
@@ -33,7 +36,7 @@ def jobs(tmp_path):
 
 
 def test_waves_put_full_and_crop_together_before_the_aggregator():
-    assert _waves() == [["full", "crop"], ["aggregate"]]
+    assert _waves(SPECS) == [["full", "crop"], ["aggregate"]]
 
 
 def test_a_parallel_backend_runs_full_and_crop_at_the_same_time(tmp_path):

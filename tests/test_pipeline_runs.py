@@ -18,8 +18,8 @@ from iwc.errors import IwcError
 from iwc.host import pipeline
 from iwc.host.pipeline import reproduce
 from iwc.io import sha256_file
-from iwc.recipe import load_recipe
-from iwc.report import STEPS
+from iwc.recipe import DEMO, load_recipe
+from iwc.report import METRICS_JSON, VALIDATION, step_labels
 
 RECIPE = load_recipe("demo")
 
@@ -57,9 +57,12 @@ class FakeBackend:
         return working
 
     def _aggregate(self, working: Path) -> None:
-        predictions = pd.DataFrame({"Id": ["a", "b", "c", "d"], **{s: [0, 3, 3, 0] for s in STEPS}})
+        labels = step_labels(DEMO)
+        predictions = pd.DataFrame({"Id": ["a", "b", "c", "d"], **{s: [0, 3, 3, 0] for s in labels}})
         for name in pipeline.COPIED:
             (working / name).write_text("{}" if name.endswith(".json") else "x")
+        (working / METRICS_JSON).write_text(json.dumps({"labels": labels, "accuracy": {VALIDATION: dict.fromkeys(
+            labels, 0.75)}, "validation": {"images": 4, "locations": 1}}))
         predictions.assign(truth=[0, 3, 0, 0], location=1).to_csv(working / "validation.csv", index=False)
         predictions.to_csv(working / "predictions.csv", index=False)
         DataIssues().save(working / ISSUES_JSON)
@@ -149,10 +152,10 @@ def test_changed_key_keeps_the_content_keyed_scratch_and_force_clears_all_of_it(
     for sub in ("full", "crop", "crops", "other"):
         (scratch / sub).mkdir(parents=True)
         (scratch / sub / "cached").write_text("old")
-    result = run(small_demo, tmp_path, backend, ["crops.threshold=0.5"])
+    result = run(small_demo, tmp_path, backend, ["crop.crops.threshold=0.5"])
     assert result.ran == ["crop", "aggregate"]
     assert sorted(p.name for p in scratch.iterdir()) == ["crop", "crops", "full", "other"]
-    result = run(small_demo, tmp_path, backend, ["crops.threshold=0.5"], force=True)
+    result = run(small_demo, tmp_path, backend, ["crop.crops.threshold=0.5"], force=True)
     assert result.ran == ["full", "crop", "aggregate"] and not scratch.exists()
     assert state(tmp_path, "full")["attempts"] == 1  # a forced run starts the count afresh
 
@@ -168,7 +171,7 @@ def test_a_failed_assembly_leaves_the_previous_submission_untouched(small_demo, 
     assert sorted(p.name for p in (tmp_path / "submissions").iterdir()) == ["a"]  # no temporary folder left
     backend.bad_submission = False
     again = run(small_demo, tmp_path, backend, ["blend.full_weight=0.4", "blend.crop_weight=0.6"])
-    assert json.loads((again.submission_dir / "run.json").read_text())["recipe"]["blend"]["full_weight"] == 0.4
+    assert json.loads((again.submission_dir / "run.json").read_text())["recipe"]["blend"]["weights"]["full"] == 0.4
 
 
 def _data_copy(demo, tmp: Path) -> Path:

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from iwc.recipe import DEMO, Recipe
 from iwc.report import (
-    STEPS,
+    VALIDATION,
     accuracies,
     accuracy_table,
     judge,
@@ -13,8 +14,11 @@ from iwc.report import (
     most_frequent_class,
     plot_confusion,
     plot_per_location,
-    write_report,
+    report_markdown,
+    step_labels,
 )
+
+LABELS = step_labels(DEMO)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TRUTH = np.array([0, 3, 3, 72, 72, 0])
@@ -43,20 +47,31 @@ def test_accuracies_per_step():
     assert all(type(v) is float for v in acc.values())
 
 
+def test_the_steps_come_from_the_recipe_a_row_per_model():
+    assert list(LABELS) == ["baseline", "full", "crop", "blend", "final"]
+    data = DEMO.to_dict()
+    data["models"]["crop2"] = data["models"]["crop"]
+    recipe = Recipe.from_dict({**data, "blend": {"weights": {"full": 0.3, "crop": 0.35, "crop2": 0.35}}})
+    labels = step_labels(recipe)
+    assert list(labels) == ["baseline", "full", "crop", "crop2", "blend", "final"]
+    assert labels["crop2"] == "crop2: crop model (no crop -> empty)"
+    assert labels["blend"] == "blend (full + crop + crop2)"
+
+
 def test_accuracy_table_has_a_row_per_step_and_a_column_per_set():
     table = accuracy_table({"validation": {"baseline": 0.3, "full": 0.5, "crop": 0.25, "blend": 0.625, "final": 0.75},
-                            "test": {"full": 0.4, "final": 0.123456}})
+                            "test": {"full": 0.4, "final": 0.123456}}, LABELS)
     lines = table.splitlines()
     assert lines[0] == "| step | validation | test |"  # nothing flagged: no note column
     assert lines[1] == "|---|---:|---:|"
     assert lines[2:] == [
         "| most frequent class (baseline) | 0.3000 | - |",
-        "| full-image model | 0.5000 | 0.4000 |",
-        "| crop model (no crop -> empty) | 0.2500 | - |",
+        "| full: full-image model | 0.5000 | 0.4000 |",
+        "| crop: crop model (no crop -> empty) | 0.2500 | - |",
         "| blend (full + crop) | 0.6250 | - |",
         "| blend + sequence vote | 0.7500 | 0.1235 |",
     ]
-    assert len(lines) == 2 + len(STEPS)
+    assert len(lines) == 2 + len(LABELS)
 
 
 GOOD = {"baseline": 0.34, "full": 0.60, "crop": 0.55, "blend": 0.65, "final": 0.70}
@@ -70,8 +85,9 @@ def test_a_method_that_improves_at_every_step_is_not_flagged():
 
 
 @pytest.mark.parametrize(("change", "flagged"), [
-    ({"blend": 0.58}, [("blend", "lower than the full-image model")]),  # below the better single model
-    ({"crop": 0.66}, [("blend", "lower than the crop model")]),
+    ({"blend": 0.58}, [("blend", "lower than model full")]),  # below the better single model
+    ({"crop": 0.66}, [("blend", "lower than model crop")]),
+    ({"crop2": 0.7}, [("blend", "lower than model crop2")]),  # any number of models
     ({"final": 0.62}, [("final", "lower than the blend")]),
     ({"full": 0.2, "crop": 0.2, "blend": 0.25, "final": 0.3},
      [("final", "below the baseline")]),
@@ -86,7 +102,7 @@ def test_a_worse_step_is_flagged(change, flagged):
 
 
 def test_the_table_flags_a_worse_step_in_a_note_column():
-    table = accuracy_table({"validation": {**GOOD, "final": 0.3}, "test": {**GOOD, "blend": 0.1}})
+    table = accuracy_table({"validation": {**GOOD, "final": 0.3}, "test": {**GOOD, "blend": 0.1}}, LABELS)
     lines = table.splitlines()
     assert lines[0] == "| step | validation | test | note |"
     assert lines[1] == "|---|---:|---:|---|"
@@ -126,16 +142,18 @@ def test_plot_confusion_grows_with_the_number_of_categories(tmp_path):
 
 def test_plot_per_location_writes_a_png(tmp_path):
     path = tmp_path / "sub" / "per_location.png"
-    plot_per_location(LOCATIONS, TRUTH, PREDS, path)
+    plot_per_location(LOCATIONS, TRUTH, PREDS, LABELS, path)
     _check_png(path)
-    plot_per_location(LOCATIONS, TRUTH, {"final": PREDS["final"]}, tmp_path / "one.png")
+    plot_per_location(LOCATIONS, TRUTH, {"final": PREDS["final"]}, LABELS, tmp_path / "one.png")
     _check_png(tmp_path / "one.png")
 
 
-def test_write_report_writes_title_and_sections_in_order(tmp_path):
-    path = tmp_path / "report.md"
-    path.write_text("stale", encoding="utf-8")
-    write_report(path, "iwc run: recipe 'demo'", [("Accuracy", "| a | b |"), ("Validation", "![cm](cm.png)")])
-    text = path.read_text(encoding="utf-8")
-    assert text == "# iwc run: recipe 'demo'\n\n## Accuracy\n\n| a | b |\n\n## Validation\n\n![cm](cm.png)\n"
-    assert [p.name for p in tmp_path.iterdir()] == ["report.md"]
+def test_report_markdown_renders_the_metrics_then_the_extra_sections():
+    metrics = {"labels": LABELS, "accuracy": {VALIDATION: GOOD, "test": {"final": 0.5}},
+               "validation": {"images": 393, "locations": 4}}
+    text = report_markdown("iwc run: recipe 'demo'", metrics, "no data issues", [("Stages", "| s |")])
+    headings = [line for line in text.splitlines() if line.startswith("#")]
+    assert headings == ["# iwc run: recipe 'demo'", "## Accuracy", "## Judgement", "## Final predictions on validation",
+                        "## Data issues", "## Stages"]
+    assert accuracy_table(metrics["accuracy"], LABELS) in text
+    assert "393 images from 4 held-out locations" in text and text.endswith("| s |\n")

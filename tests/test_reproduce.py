@@ -15,8 +15,8 @@ from iwc.errors import IwcError
 from iwc.host.backends.local import mount_inputs
 from iwc.host.cli import main
 from iwc.host.pipeline import reproduce
-from iwc.recipe import load_recipe
-from iwc.report import STEPS
+from iwc.recipe import DEMO, load_recipe
+from iwc.report import step_labels
 from iwc.submission import validate_file
 
 TINY = [f"{m}.{k}" for m in ("full", "crop") for k in (
@@ -55,7 +55,7 @@ def test_first_run_runs_every_stage_and_leaves_a_valid_submission(first, small_d
         assert stages[stage]["runtime"]["device"] == "cpu" and stages[stage]["runtime"]["torch"].startswith("2.")
     assert set(result.accuracy) == {"validation (held-out locations)", "test"}
     for accuracy in result.accuracy.values():
-        assert set(accuracy) == set(STEPS) and all(0 <= a <= 1 for a in accuracy.values())
+        assert set(accuracy) == set(step_labels(DEMO)) and all(0 <= a <= 1 for a in accuracy.values())
     assert "blend + sequence vote" in (out / "report.md").read_text()
 
 
@@ -77,7 +77,7 @@ def test_rerun_skips_every_stage_and_changing_blend_reruns_only_aggregate(first,
     changed = run(small_demo, tmp, "a", ["blend.full_weight=0.9", "blend.crop_weight=0.1"])
     assert changed.ran == ["aggregate"] and changed.skipped == ["full", "crop"]
     changed_crop = run(small_demo, tmp, "a", ["blend.full_weight=0.9", "blend.crop_weight=0.1",
-                                              "crops.threshold=0.5"])
+                                              "crop.crops.threshold=0.5"])
     assert changed_crop.ran == ["crop", "aggregate"] and changed_crop.skipped == ["full"]
 
 
@@ -88,7 +88,7 @@ def test_interrupted_stage_resumes_from_its_checkpoint(first, small_demo, capsys
     state = json.loads((stage / "stage.json").read_text())
     (stage / "stage.json").write_text(json.dumps({**state, "complete": False}))  # as if killed mid-stage
     (stage / "working" / "full.manifest.json").unlink()
-    result = run(small_demo, tmp, "a", ["blend.full_weight=0.9", "blend.crop_weight=0.1", "crops.threshold=0.5"])
+    result = run(small_demo, tmp, "a", ["blend.full_weight=0.9", "blend.crop_weight=0.1", "crop.crops.threshold=0.5"])
     assert result.ran == ["full"]  # same key downstream: the aggregate stays as it was
     assert "[full] resuming" in capsys.readouterr().out
     # images_per_s differs between any two real epochs: identical history means no epoch was retrained

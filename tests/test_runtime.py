@@ -15,7 +15,7 @@ def test_runtime_names_versions_and_the_device():
         assert info["device"].startswith("cuda: ") and torch.cuda.get_device_name(0) in info["device"]
     else:
         assert info["device"] == "cpu"
-    assert code_version()["runtime"] == info
+    assert code_version("iwc.submission")["runtime"] == info
 
 
 def test_a_process_without_torch_used_no_device(monkeypatch):

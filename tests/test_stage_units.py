@@ -2,7 +2,6 @@
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from iwc.probs import ProbTable
 from iwc.recipe import REFERENCE
@@ -68,7 +67,7 @@ def test_step_predictions_columns_per_step():
     # The crop model knows fewer classes; only b and d have a crop.
     crop = ProbTable(["d", "b"], [3, 72], [[0.2, 0.8], [0.9, 0.1]])
 
-    out = step_predictions(full, crop, images, REFERENCE)
+    out = step_predictions({"full": full, "crop": crop}, images, REFERENCE)
 
     assert list(out.columns) == ["Id", "full", "crop", "blend", "final"]
     assert out["Id"].tolist() == ids
@@ -81,11 +80,11 @@ def test_step_predictions_columns_per_step():
     assert all(out[c].dtype == np.int64 for c in ("full", "crop", "blend", "final"))
 
 
-def test_step_predictions_requires_images_in_table_order():
+def test_step_predictions_follow_the_images_order_whatever_the_tables_order():
     full = ProbTable(["a", "b"], CATEGORIES, np.eye(3)[:2])
     crop = ProbTable([], CATEGORIES, np.zeros((0, 3)))
-    with pytest.raises(ValueError, match="row order"):
-        step_predictions(full, crop, _images(["b", "a"], [1, 1], [0, 1]), REFERENCE)
+    out = step_predictions({"full": full, "crop": crop}, _images(["b", "a"], [1, 2], [0, 1]), REFERENCE)
+    assert out["Id"].tolist() == ["b", "a"] and out["full"].tolist() == [3, 0] and out["crop"].tolist() == [0, 0]
 
 
 def test_rows_maps_len_slices_and_index_arrays_to_the_underlying_rows():

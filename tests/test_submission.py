@@ -129,7 +129,7 @@ def test_write_submission_writes_exact_bytes_and_manifest(tmp_path):
         "submission": {"file": "submission.csv", "sha256": sha256_file(path), "rows": 4,
                        "category_histogram": {"0": 1, "3": 2, "372": 1}},
         "inputs": {"full_probs": {"file": "full.npz", "sha256": sha256_file(model)}},
-        "code": code_version(),
+        "code": code_version("iwc.submission"),
         "recipe": "demo",
     }
     first = (path.read_bytes(), (out / "manifest.json").read_bytes())

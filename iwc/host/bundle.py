@@ -2,12 +2,13 @@
 
 Output, per stage: `<out>/<stage>/iwc_<stage>.py` and `<out>/<stage>/kernel-metadata.json`.
 
-The script embeds every source file of the `iwc` package, each as a headed raw string, and the resolved
-recipe as indented JSON: what runs on Kaggle is readable there and needs no `pip install`. Run, it writes
+The script embeds the source files its stage runs (the import closure of the stage's module,
+`iwc.provenance.closure_sources`), each as a headed raw string, and the resolved recipe as indented JSON:
+what runs on Kaggle is readable there and needs no `pip install`. Run, it writes
 the sources to a folder under the scratch dir (`$IWC_SCRATCH_DIR`, else the temp dir; one named by the
 process id, so the next kernel removes one left by a killed kernel), puts that folder first on `sys.path`
 (the embedded copy wins over any installed `iwc`, and tracebacks show real file names and lines), and
-calls the stage's `main(recipe)`.
+calls the stage's `main(recipe, stage)`.
 The same sources, recipe and owner always give the same bytes; `check_fresh` lists files that differ.
 """
 
@@ -22,9 +23,9 @@ from pathlib import Path
 from iwc.errors import IwcError
 from iwc.io import write_text
 from iwc.layout import COMPETITION_SLUG, SCRATCH_ENV
-from iwc.provenance import PACKAGE_DIR, hash_sources, source_files
+from iwc.provenance import closure_sources, hash_sources, package_sources
 from iwc.recipe import Recipe
-from iwc.stages import SPECS, STAGES, StageSpec
+from iwc.stages import StageSpec, stage_specs
 
 DEFAULT_OWNER = "your-kaggle-username"  # placeholder for the committed kernels; pushes pass the real one
 MACHINE_SHAPE = "NvidiaTeslaT4"  # explicit: `enable_gpu` alone may land on a retired GPU
@@ -32,20 +33,9 @@ METADATA_FILE = "kernel-metadata.json"
 _DELIM = "'" * 3  # written this way so that this file itself can be embedded
 
 
-def package_sources() -> dict[str, str]:
-    """`{path relative to the package: text}` for every `.py` file of `iwc`, sorted by path."""
-    sources = {}
-    for path in source_files():
-        rel = path.relative_to(PACKAGE_DIR).as_posix()
-        try:
-            sources[rel] = path.read_bytes().decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise IwcError(f"{path} is not UTF-8 ({e}): save it as UTF-8 so it can be embedded") from e
-    return sources
-
-
 def render_script(stage: str, entry: str, recipe: Recipe, sources: Mapping[str, str]) -> str:
-    """The kernel script that installs `sources` as package `iwc` and calls `entry` (`module:function`)."""
+    """The kernel script that installs `sources` as package `iwc` and calls `entry` (`module:function`) with
+    the recipe and `stage`."""
     module, _, func = entry.partition(":")
     if not (module.startswith("iwc.") and func.isidentifier()):
         raise IwcError(f"kernel entry {entry!r} must look like 'iwc.<module>:<function>'")
@@ -57,7 +47,7 @@ def render_script(stage: str, entry: str, recipe: Recipe, sources: Mapping[str, 
     recipe_json = _raw_literal(f"\n{json.dumps(recipe.to_dict(), indent=2)}\n", "the recipe JSON")
     parts = [
         _HEADER.format(stage=stage, recipe=recipe.name, code_sha=code_sha, entry=entry),
-        f"ENTRY = {entry!r}\nCODE_SHA256 = {code_sha!r}\nSCRATCH_ENV = {SCRATCH_ENV!r}\n\n",
+        f"STAGE = {stage!r}\nENTRY = {entry!r}\nCODE_SHA256 = {code_sha!r}\nSCRATCH_ENV = {SCRATCH_ENV!r}\n\n",
         f"RECIPE_JSON = {recipe_json}\n",
         _BOOTSTRAP,
         "SOURCES = {}\n",
@@ -70,8 +60,10 @@ def render_script(stage: str, entry: str, recipe: Recipe, sources: Mapping[str, 
     return "".join(parts)
 
 
-def kernel_metadata(spec: StageSpec, owner: str, extra_datasets: Iterable[str] = (), internet: bool = False) -> dict:
-    """The `kernel-metadata.json` content for one stage (every field Kaggle would otherwise default).
+def kernel_metadata(spec: StageSpec, specs: Mapping[str, StageSpec], owner: str, extra_datasets: Iterable[str] = (),
+                    internet: bool = False) -> dict:
+    """The `kernel-metadata.json` content for one stage of the run's `specs` (every field Kaggle would
+    otherwise default).
 
     `internet`: whether the kernel may reach the network (timm's hub for pretrained weights).
     """
@@ -88,7 +80,7 @@ def kernel_metadata(spec: StageSpec, owner: str, extra_datasets: Iterable[str] =
         "enable_internet": internet,  # always explicit: the client defaults it to true
         "competition_sources": [COMPETITION_SLUG],
         "dataset_sources": sorted({*spec.datasets, *extra_datasets}),
-        "kernel_sources": [f"{owner}/{SPECS[s].slug}" for s in spec.upstream],
+        "kernel_sources": [f"{owner}/{specs[s].slug}" for s in spec.upstream],
         "docker_image_pinning_type": "original",
         **({"machine_shape": MACHINE_SHAPE} if spec.gpu else {}),
     }
@@ -96,33 +88,34 @@ def kernel_metadata(spec: StageSpec, owner: str, extra_datasets: Iterable[str] =
 
 def needs_hub(recipe: Recipe, stage: str) -> bool:
     """Whether a stage downloads pretrained weights from timm's hub (pretrained, no local weights file)."""
-    section = SPECS[stage].model
-    model = getattr(recipe, section) if section else None
+    model = recipe.models.get(stage)
     return model is not None and model.pretrained and not model.weights_file
 
 
 def render_kernels(
     recipe: Recipe,
     owner: str = DEFAULT_OWNER,
-    stages: Iterable[str] = STAGES,
+    stages: Iterable[str] | None = None,
     sources: Mapping[str, str] | None = None,
     extra_datasets: Mapping[str, Iterable[str]] | None = None,
 ) -> dict[str, str]:
-    """`{"<stage>/<file>": text}` for each stage's script and metadata.
+    """`{"<stage>/<file>": text}` for each stage's script and metadata (default: every stage of `recipe`).
 
-    `sources` defaults to the installed package's; `extra_datasets` maps a stage to more
-    `dataset_sources` (e.g. `{"full": ["me/resnet50-weights"]}`).
+    `sources` defaults to the installed package's; each script embeds the closure of its stage's module.
+    `extra_datasets` maps a stage to more `dataset_sources` (e.g. `{"full": ["me/resnet50-weights"]}`).
     """
     sources = package_sources() if sources is None else sources
-    stages, extra_datasets = tuple(stages), extra_datasets or {}
-    unknown = (set(stages) | set(extra_datasets)) - set(SPECS)
+    specs = stage_specs(recipe)
+    stages, extra_datasets = tuple(specs if stages is None else stages), extra_datasets or {}
+    unknown = (set(stages) | set(extra_datasets)) - set(specs)
     if unknown:
-        raise IwcError(f"unknown kernel stage(s) {sorted(unknown)}: choose from {list(SPECS)}")
+        raise IwcError(f"unknown kernel stage(s) {sorted(unknown)}: choose from {list(specs)}")
     files = {}
     for stage in stages:
-        spec = SPECS[stage]
-        files[f"{stage}/{spec.code_file}"] = render_script(stage, spec.entry, recipe, sources)
-        meta = kernel_metadata(spec, owner, extra_datasets.get(stage, ()), needs_hub(recipe, stage))
+        spec = specs[stage]
+        files[f"{stage}/{spec.code_file}"] = render_script(stage, spec.entry, recipe,
+                                                           closure_sources(spec.module, sources))
+        meta = kernel_metadata(spec, specs, owner, extra_datasets.get(stage, ()), needs_hub(recipe, stage))
         files[f"{stage}/{METADATA_FILE}"] = json.dumps(meta, indent=2, sort_keys=True) + "\n"
     return files
 
@@ -131,7 +124,7 @@ def build_kernels(
     out_dir: Path,
     recipe: Recipe,
     owner: str = DEFAULT_OWNER,
-    stages: Iterable[str] = STAGES,
+    stages: Iterable[str] | None = None,
     *,
     sources: Mapping[str, str] | None = None,
     extra_datasets: Mapping[str, Iterable[str]] | None = None,
@@ -147,7 +140,7 @@ def check_fresh(
     kernels_dir: Path,
     recipe: Recipe,
     owner: str = DEFAULT_OWNER,
-    stages: Iterable[str] = STAGES,
+    stages: Iterable[str] | None = None,
     *,
     sources: Mapping[str, str] | None = None,
     extra_datasets: Mapping[str, Iterable[str]] | None = None,
@@ -184,8 +177,9 @@ _HEADER = """\
 # code sha256: {code_sha}
 # runs: {entry}(recipe)
 #
-# Below: the recipe as JSON, a small bootstrap, then every source file of the `iwc` package, one raw
-# string each. Running this file writes those files to a folder under the scratch dir, puts it first on
+# Below: the recipe as JSON, a small bootstrap, then the source files of the `iwc` package this stage
+# runs (the import closure of its module), one raw string each. Running this file writes those files
+# to a folder under the scratch dir, puts it first on
 # sys.path and calls the entry point with the recipe.
 
 import atexit
@@ -260,7 +254,7 @@ def main():
     try:  # exit codes as the `iwc` CLI: 2 an expected failure (its message says what to do), 130 Ctrl-C
         recipe = Recipe.from_dict(json.loads(RECIPE_JSON))
         print(f"iwc kernel: {ENTRY} with recipe {recipe.name!r}, code {CODE_SHA256[:12]}", flush=True)
-        getattr(importlib.import_module(module), func)(recipe)
+        getattr(importlib.import_module(module), func)(recipe, STAGE)
     except IwcError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)

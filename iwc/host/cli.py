@@ -12,13 +12,14 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from iwc.errors import IwcError
 
 DEMO_DATA = Path("data/demo")
 QUIRKS_HELP = ("plant the real files' quirks (boxes past the frame, missing detector entries, sample Ids without "
                "an image, grayscale, truncated / zero-byte / missing JPEGs), listed in ground_truth/data_issues.json")
+STAGE_HELP = "a model of the recipe (reference and demo: full, crop) or aggregate"
 CATEGORIES_HELP = "competition folder or JSON with the category list (default: the sample's folder)"
 WEIGHTS_SAVE_HELP = ("save timm's pretrained weights for --arch to a local .safetensors file (needs a reachable "
                      "model hub), for recipes run offline: set full.weights_file / crop.weights_file to it")
@@ -67,7 +68,8 @@ def _stage(args: argparse.Namespace) -> None:
     if args.working_dir:
         os.environ[WORKING_ENV] = str(Path(args.working_dir).resolve())
     recipe = load_recipe(args.recipe, args.set)
-    importlib.import_module(f"iwc.stages.{args.name}").main(recipe)
+    spec = _stage_spec(recipe, args.name)
+    importlib.import_module(spec.module).main(recipe, spec.name)
 
 
 def _reproduce(args: argparse.Namespace) -> None:
@@ -138,7 +140,17 @@ def _weights_save(args: argparse.Namespace) -> None:
 def _recipe(args: argparse.Namespace) -> None:
     from iwc.recipe import load_recipe
 
-    print(json.dumps(load_recipe(args.recipe, args.set).to_dict(), indent=2, sort_keys=True))
+    print(json.dumps(load_recipe(args.recipe, args.set).to_dict(), indent=2))  # in run order
+
+
+def _stage_spec(recipe: Any, name: str) -> Any:
+    """The stage `name` of `recipe` (one per model, then the aggregator); `IwcError` naming the choices."""
+    from iwc.stages import stage_specs
+
+    specs = stage_specs(recipe)
+    if name not in specs:
+        raise IwcError(f"stage {name!r} is not a stage of recipe {recipe.name!r}: choose one of {', '.join(specs)}")
+    return specs[name]
 
 
 def _category_ids(source: str | None, sample: str) -> list[int]:
@@ -210,14 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--categories", help=CATEGORIES_HELP)
     p.add_argument("--out", required=True, help="folder for submission.csv + manifest.json")
 
-    p = add("stage", _stage, "run one stage (full | crop | aggregate) in this process, without a kernel")
-    p.add_argument("name", choices=["full", "crop", "aggregate"])
+    p = add("stage", _stage, "run one stage (a model of the recipe, or aggregate) in this process, without a kernel")
+    p.add_argument("name", help=STAGE_HELP)
     p.add_argument("--input-root", help="Kaggle-shaped input folder (default /kaggle/input)")
     p.add_argument("--working-dir", help="output folder (default /kaggle/working)")
     _add_recipe_args(p)
 
-    p = add("reproduce", _reproduce, "generate the kernels, run full + crop, then aggregate; assemble and "
-                                     "validate submissions/<run>/")
+    p = add("reproduce", _reproduce, "generate the kernels, train every model of the recipe, then aggregate; "
+                                     "assemble and validate submissions/<run>/")
     p.add_argument("--demo", action="store_true", help="the built-in synthetic competition and the demo recipe")
     p.add_argument("--data", help="folder holding the competition data (default data/kaggle; with --demo "
                                   "data/demo/<scale>-seed<N>)")
@@ -257,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("doctor", _doctor, "print the versions of iwc, torch, timm and numpy, the CUDA devices and free disk")
 
     p = add("docker-run", _docker_run, "run one stage's generated kernel in the project's Docker image")
-    p.add_argument("name", choices=["full", "crop", "aggregate"])
+    p.add_argument("name", help=STAGE_HELP)
     p.add_argument("--input-root", required=True, help="Kaggle-shaped input folder, mounted read-only at "
                                                        "/kaggle/input")
     p.add_argument("--out", help="folder for the kernel, log.txt and working/ (default runs/docker-<stage>)")

@@ -1,7 +1,9 @@
-"""`invoke reproduce`: build the kernels, run full + crop, then aggregate, and assemble `submissions/<run>/`.
+"""`invoke reproduce`: build the kernels, run every model's stage, then the aggregator, and assemble
+`submissions/<run>/`. The stages come from the recipe (`iwc.stages.stage_specs`).
 
-Stage caching: each stage has a key (content hash of its recipe sections, the package code, its input
-data and its upstream stages' keys). A rerun skips a stage whose key is unchanged and that finished; a
+Stage caching: each stage has a key (content hash of its recipe sections, the code its kernel runs (the
+import closure of its module), its input data and its upstream stages' keys). A rerun skips a stage whose
+key is unchanged and that finished; a
 stage that was interrupted with the same key resumes in place (training continues from its checkpoint);
 a changed key starts the stage afresh (its image caches and crops in the run's scratch are content-keyed, so
 what is still valid is reused); `force` reruns every stage and clears the whole run's scratch.
@@ -19,7 +21,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,15 +36,15 @@ from iwc.host.backends import Backend, KernelRun
 from iwc.host.backends.local import LocalBackend
 from iwc.host.bundle import DEFAULT_OWNER, build_kernels
 from iwc.host.runlock import run_lock
-from iwc.io import atomic_write, read_json_object, replacing_folder, sha256_file, sha256_json, write_json
-from iwc.provenance import code_hash
+from iwc.io import atomic_write, read_json_object, replacing_folder, sha256_file, sha256_json, write_json, write_text
+from iwc.provenance import closure_sources, hash_sources, package_sources
 from iwc.recipe import Recipe
-from iwc.report import STEPS, accuracies, accuracy_table, judgement, write_report
-from iwc.stages import SPECS, STAGES
+from iwc.report import METRICS_JSON, accuracies, accuracy_table, report_markdown
+from iwc.stages import AGGREGATE, StageSpec, stage_specs
 
 STATE_FILE = "stage.json"
-COPIED = ("submission.csv", "manifest.json", "validation.csv", "predictions.csv", "confusion_matrix.png",
-          "per_location.png", ISSUES_JSON)
+COPIED = ("submission.csv", "manifest.json", "validation.csv", "predictions.csv", METRICS_JSON,
+          "confusion_matrix.png", "per_location.png", ISSUES_JSON)
 
 
 @dataclass
@@ -69,7 +71,7 @@ def reproduce(data_root: Path, recipe: Recipe, run_dir: Path, submission_dir: Pa
     rerunning the same command resumes it.
     """
     backend = backend or LocalBackend()
-    remote = getattr(backend, "attaches_inputs", False)  # it attaches Kaggle's copies: only metadata is here
+    remote = backend.attaches_inputs  # it attaches Kaggle's copies: only metadata is here
     try:
         competition = layout.find_competition(data_root)
         resized = None if remote else layout.find_resized(data_root)
@@ -78,16 +80,9 @@ def reproduce(data_root: Path, recipe: Recipe, run_dir: Path, submission_dir: Pa
                        "as Kaggle's downloads lay them out, or try `invoke reproduce --demo`.") from e
     shown_run_dir = Path(run_dir)
     run_dir, submission_dir = Path(run_dir).resolve(), Path(submission_dir).resolve()
-    metadata = {stage: _fingerprint_files(competition, _metadata_files(stage)) for stage in STAGES}
-    if remote:  # Kaggle's copies of the images are fixed: their names stand for them
-        images = {"full": [layout.RESIZED_DATASET], "crop": [layout.COMPETITION_SLUG]}
-    else:
-        images = {"full": [_fingerprint_listing(resized / layout.RESIZED_MARKER)],
-                  "crop": [_fingerprint_listing(competition / "train"), _fingerprint_listing(competition / "test")]}
-    keys = {stage: sha256_json([code_hash(), recipe.section_hash(*SPECS[stage].sections), metadata[stage],
-                                *images[stage]]) for stage in ("full", "crop")}
-    keys["aggregate"] = sha256_json([code_hash(), recipe.section_hash(*SPECS["aggregate"].sections),
-                                     metadata["aggregate"], keys["full"], keys["crop"]])
+    specs = stage_specs(recipe)
+    sources = package_sources()
+    keys = stage_keys(specs, recipe, sources, competition, None if remote else resized)
     data_inputs = {} if remote else {f"competitions/{layout.COMPETITION_SLUG}": competition,
                                      f"datasets/{layout.RESIZED_DATASET}": resized}
     scratch = run_dir / "scratch"
@@ -96,18 +91,17 @@ def reproduce(data_root: Path, recipe: Recipe, run_dir: Path, submission_dir: Pa
     with run_lock(run_dir):
         if force:
             shutil.rmtree(scratch, ignore_errors=True)
-        kernels = {Path(k).name: Path(k) for k in build_kernels(run_dir / "kernels", recipe, owner)}
-        pending = [s for s in STAGES if force or not _finished(run_dir / "stages" / s, keys[s])]
-        preflight(competition, resized, pending)
+        kernels = {Path(k).name: Path(k) for k in build_kernels(run_dir / "kernels", recipe, owner, sources=sources)}
+        pending = [s for s in specs if force or not _finished(run_dir / "stages" / s, keys[s])]
+        preflight(competition, resized, [specs[s] for s in pending])
         jobs = {}
-        for stage in STAGES:
-            spec = SPECS[stage]
+        for stage, spec in specs.items():
             inputs = dict(data_inputs)
             for upstream in spec.upstream:
-                inputs[f"notebooks/{owner}/{SPECS[upstream].slug}"] = run_dir / "stages" / upstream / "working"
+                inputs[f"notebooks/{owner}/{specs[upstream].slug}"] = run_dir / "stages" / upstream / "working"
             jobs[stage] = KernelRun(spec, kernels[stage], inputs, run_dir / "stages" / stage, env,
                                     processes=gpus if spec.gpu else 1)
-        for wave in _waves():
+        for wave in _waves(specs):
             try:
                 states = _run_wave(backend, [jobs[stage] for stage in wave], keys, force)
             except KeyboardInterrupt:
@@ -122,7 +116,37 @@ def reproduce(data_root: Path, recipe: Recipe, run_dir: Path, submission_dir: Pa
     return result
 
 
-def preflight(competition: Path, resized: Path | None, stages: Iterable[str]) -> None:
+def stage_keys(specs: Mapping[str, StageSpec], recipe: Recipe, sources: Mapping[str, str], competition: Path,
+               resized: Path | None) -> dict[str, str]:
+    """Each stage's cache key: a hash of the code its kernel runs (its module's import closure in `sources`),
+    its recipe sections, the competition files and images it reads, and its upstream stages' keys.
+
+    `resized` None: the backend attaches Kaggle's fixed copies of the images, whose names stand for them."""
+    listings: dict[str, list[str]] = {}
+
+    def images(kind: str) -> list[str]:
+        if kind not in listings:
+            if resized is None:
+                listings[kind] = [{"resized": layout.RESIZED_DATASET, "originals": layout.COMPETITION_SLUG}[kind]]
+            else:
+                folders = {"resized": [resized / layout.RESIZED_MARKER],
+                           "originals": [competition / "train", competition / "test"]}[kind]
+                listings[kind] = [_fingerprint_listing(folder) for folder in folders]
+        return listings[kind]
+
+    keys: dict[str, str] = {}
+    for name, spec in specs.items():  # in run order: upstream stages first
+        keys[name] = sha256_json([
+            hash_sources(closure_sources(spec.module, sources)),
+            recipe.section_hash(*spec.sections),
+            _fingerprint_files(competition, _metadata_files(spec)),
+            *[listing for kind in spec.reads if kind != "detections" for listing in images(kind)],
+            *[keys[upstream] for upstream in spec.upstream],
+        ])
+    return keys
+
+
+def preflight(competition: Path, resized: Path | None, stages: Iterable[StageSpec]) -> None:
     """Check what `stages` will read, before any of them runs: their image folders exist, and the competition
     files they read pass the kernels' own readers. A problem is an `IwcError` quoting the user's path.
     `resized` None: the backend attaches the images itself (Kaggle), so no image folder is checked here."""
@@ -131,23 +155,23 @@ def preflight(competition: Path, resized: Path | None, stages: Iterable[str]) ->
         return
     folders = {"resized": [resized / layout.RESIZED_MARKER / split / "images" for split in ("train", "test")],
                "originals": [competition / split for split in ("train", "test")]} if resized else {}
-    for stage in stages if folders else ():
-        for kind in set(SPECS[stage].reads) & set(folders):
+    for spec in stages if folders else ():
+        for kind in set(spec.reads) & set(folders):
             for folder in folders[kind]:
                 if not folder.is_dir():
-                    raise IwcError(f"{folder} is not a folder: the {stage} stage reads its images there; lay the "
+                    raise IwcError(f"{folder} is not a folder: the {spec.name} stage reads its images there; lay the "
                                    "data out as Kaggle's downloads do (the competition folder with train/ and test/, "
                                    "the resized dataset with 256_images/<split>/images/)")
     print(f"checking the competition files in {competition} ...")
-    Competition.load(competition, detections=any("detections" in SPECS[s].reads for s in stages))
+    Competition.load(competition, detections=any("detections" in spec.reads for spec in stages))
 
 
-def _waves() -> list[list[str]]:
-    """`STAGES` in groups, each needing only stages of earlier groups (e.g. [full, crop], [aggregate])."""
+def _waves(specs: Mapping[str, StageSpec]) -> list[list[str]]:
+    """The stages in groups, each needing only stages of earlier groups (e.g. [full, crop], [aggregate])."""
     waves: list[list[str]] = []
     done: set[str] = set()
-    while len(done) < len(STAGES):
-        waves.append([s for s in STAGES if s not in done and set(SPECS[s].upstream) <= done])
+    while len(done) < len(specs):
+        waves.append([s for s, spec in specs.items() if s not in done and set(spec.upstream) <= done])
         done.update(waves[-1])
     return waves
 
@@ -158,7 +182,7 @@ def _run_wave(backend: Backend, jobs: list[KernelRun], keys: dict[str, str], for
     In parallel, every stage is seen to its end before the first failure is raised, so a stage that
     succeeds beside a failing one is kept. Returns `{stage: its state}`.
     """
-    if len(jobs) < 2 or not getattr(backend, "parallel", False):
+    if len(jobs) < 2 or not backend.parallel:
         return {job.spec.name: _run_stage(backend, job, keys[job.spec.name], force) for job in jobs}
     states: dict[str, dict] = {}
     errors: dict[str, Exception] = {}
@@ -242,38 +266,39 @@ def _mark_log(log_path: Path, attempt: int, resuming: bool) -> None:
 
 def _assemble(stages: Path, out: Path, recipe: Recipe, truth: Path | None, keys: dict[str, str],
               result: RunResult) -> None:
-    """Copy the aggregator's outputs and both training curves into `out`; write report.md.
+    """Copy the aggregator's outputs and every model's training curves into `out`; write run.json and report.md
+    (the aggregator's metrics, plus the test accuracy where `truth` is known).
 
     Everything is written into a folder beside `out`, which then replaces it: a failure leaves `out` as it was.
     """
-    aggregate = stages / "aggregate" / "working"
+    aggregate = stages / AGGREGATE / "working"
     _check_pair(aggregate)
+    metrics = read_json_object(aggregate / METRICS_JSON)
+    if not {"labels", "accuracy", "validation"} <= metrics.keys():
+        raise IwcError(f"{aggregate / METRICS_JSON} is missing or damaged: rerun with --force")
     with replacing_folder(out) as new:
         for name in COPIED:
             _copy(aggregate / name, new / name)
-        for stage in ("full", "crop"):
-            _copy(stages / stage / "working" / stage / "training_curves.png", new / f"{stage}_training_curves.png")
-        validation = pd.read_csv(new / "validation.csv", dtype={"Id": str})
-        result.accuracy["validation (held-out locations)"] = accuracies(
-            {s: validation[s].to_numpy() for s in STEPS}, validation["truth"].to_numpy())
+        for model in recipe.models:
+            _copy(stages / model / "working" / model / "training_curves.png", new / f"{model}_training_curves.png")
         if truth is not None:
-            result.accuracy["test"] = _test_accuracy(pd.read_csv(new / "predictions.csv", dtype={"Id": str}), truth)
-        result.table = accuracy_table(result.accuracy)
+            predictions = pd.read_csv(new / "predictions.csv", dtype={"Id": str})
+            metrics["accuracy"]["test"] = _test_accuracy(predictions, truth, metrics["labels"])
+        result.accuracy = metrics["accuracy"]
+        result.table = accuracy_table(result.accuracy, metrics["labels"])
         write_json(new / "run.json", {"recipe": recipe.to_dict(), "stage_keys": keys, "ran": result.ran,
                                       "skipped": result.skipped, "stages": result.stages,
                                       "accuracy": result.accuracy})
-        write_report(new / "report.md", f"iwc run {out.name!r} (recipe {recipe.name!r})", [
-            ("Accuracy", result.table),
-            ("Judgement", judgement(result.accuracy["validation (held-out locations)"])),
-            ("Training curves", "![full model](full_training_curves.png)\n\n![crop model](crop_training_curves.png)"),
-            ("Final predictions on validation", "![confusion matrix](confusion_matrix.png)\n\n"
-                                                "![accuracy per location](per_location.png)"),
-            ("Stages", _stage_table(result.stages)),
-            ("Data issues", DataIssues.load(aggregate / ISSUES_JSON).markdown()),
-            ("Files", "`submission.csv` (validated against the sample), `manifest.json` (hashes, code version, "
-                      "runtime), `validation.csv` / `predictions.csv` (each step's predictions), `run.json` "
-                      "(stage keys, attempts)."),
-        ])
+        curves = "\n\n".join(f"![{m}]({m}_training_curves.png)" for m in recipe.models)
+        write_text(new / "report.md", report_markdown(
+            f"iwc run {out.name!r} (recipe {recipe.name!r})", metrics,
+            DataIssues.load(aggregate / ISSUES_JSON).markdown(), [
+                ("Training curves", curves),
+                ("Stages", _stage_table(result.stages)),
+                ("Files", "`submission.csv` (validated against the sample), `manifest.json` (hashes, code version, "
+                          "runtime), `validation.csv` / `predictions.csv` (each step's predictions), "
+                          "`metrics.json` (the aggregator's accuracies), `run.json` (stage keys, attempts)."),
+            ]))
 
 
 def _stage_table(stages: dict[str, dict]) -> str:
@@ -303,14 +328,14 @@ def _check_pair(folder: Path) -> None:
         raise IwcError(f"{csv} does not match its {manifest.name}: rerun with --force")
 
 
-def _test_accuracy(predictions: pd.DataFrame, truth_csv: Path) -> dict[str, float]:
+def _test_accuracy(predictions: pd.DataFrame, truth_csv: Path, steps: Iterable[str]) -> dict[str, float]:
     truth = pd.read_csv(truth_csv, dtype={"Id": str}).set_index("Id")["Category"]
     missing = ~predictions["Id"].isin(truth.index)
     if missing.any():
         raise IwcError(f"{truth_csv} lacks labels for {int(missing.sum())} predicted test images; "
                        "pass the ground truth of this data set")
     labels = truth.loc[predictions["Id"]].to_numpy()
-    return accuracies({s: predictions[s].to_numpy(np.int64) for s in STEPS}, labels)
+    return accuracies({s: predictions[s].to_numpy(np.int64) for s in steps}, labels)
 
 
 def _copy(src: Path, dst: Path) -> None:
@@ -321,9 +346,9 @@ def _copy(src: Path, dst: Path) -> None:
 
 
 
-def _metadata_files(stage: str) -> tuple[str, ...]:
+def _metadata_files(spec: StageSpec) -> tuple[str, ...]:
     """The competition files a stage's kernel reads: the detector boxes only where it cuts crops."""
-    return (TRAIN_JSON, TEST_JSON, SAMPLE_CSV, *((MD_JSON,) if "detections" in SPECS[stage].reads else ()))
+    return (TRAIN_JSON, TEST_JSON, SAMPLE_CSV, *((MD_JSON,) if "detections" in spec.reads else ()))
 
 
 def _fingerprint_files(folder: Path, names: tuple[str, ...]) -> dict[str, str]:

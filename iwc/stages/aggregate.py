@@ -1,10 +1,11 @@
-"""Aggregator stage: blend the two models by category id, vote over sequences, write the submission.
+"""Aggregator stage: blend every model by category id, vote over sequences, write the submission.
 
-Reads the competition folder (not its MegaDetector file) and the outputs of the full and crop kernels under
-the input root. Writes `submission.csv` + `manifest.json` (validated against the sample submission), per-step
-predictions for validation and test (`validation.csv`, `predictions.csv`), `data_issues.json` (the model
-stages' records merged with its own: test images not in the sample, sample Ids without a test image) and
-`report.md` with its plots.
+Reads the competition folder (not its MegaDetector file) and the outputs of every model's kernel under the
+input root. Writes `submission.csv` + `manifest.json` (validated against the sample submission), per-step
+predictions for validation and test (`validation.csv`, `predictions.csv`: a column per model, the blend, the
+vote, the baseline), `metrics.json` (the accuracies, once), `data_issues.json` (the model stages' records
+merged with its own: test images not in the sample, sample Ids without a test image) and `report.md` with
+its plots.
 """
 
 from __future__ import annotations
@@ -21,70 +22,76 @@ from iwc.data.competition import SAMPLE_CSV, Competition
 from iwc.data.issues import ISSUES_JSON, DataIssues, issues_name
 from iwc.data.sequences import assign_sequences
 from iwc.errors import IwcError
-from iwc.io import write_text
+from iwc.io import write_json, write_text
 from iwc.probs import ProbTable
+from iwc.provenance import code_version
 from iwc.recipe import Recipe
 from iwc.report import (
-    STEPS,
+    BLEND,
+    FINAL,
+    METRICS_JSON,
+    VALIDATION,
     accuracies,
-    accuracy_table,
-    judgement,
     most_frequent_class,
     plot_confusion,
     plot_per_location,
-    write_report,
+    report_markdown,
+    step_labels,
 )
-from iwc.stages.common import manifest_name, setup_logging
+from iwc.stages import manifest_name, setup_logging
 from iwc.submission import assemble, write_submission
 
 log = logging.getLogger(__name__)
 
 
-def main(recipe: Recipe) -> None:
+def main(recipe: Recipe, name: str) -> None:
+    """Blend the outputs of every model of `recipe` (found under the input root), vote, and write the
+    submission, the per-step predictions, the metrics and the report to the working dir."""
     setup_logging()
     root = layout.input_root()
     comp = Competition.load(layout.find_competition(root))
     work = layout.working_dir()
-    tables = {}
-    issues = DataIssues("aggregate")
-    for stage in ("full", "crop"):
-        folder = layout.find_kernel_output(root, manifest_name(stage))
-        issues.extend(DataIssues.load(folder / issues_name(stage)))
-        for split in ("val", "test"):
-            tables[stage, split] = ProbTable.load(folder / f"{stage}_{split}.npz")
+    tables: dict[str, dict[str, ProbTable]] = {"val": {}, "test": {}}
+    issues = DataIssues(name)
+    for model in recipe.models:
+        folder = layout.find_kernel_output(root, manifest_name(model))
+        issues.extend(DataIssues.load(folder / issues_name(model)))
+        for split in tables:
+            tables[split][model] = ProbTable.load(folder / f"{model}_{split}.npz")
 
-    val_images = _rows_of(comp.train, tables["full", "val"])
+    full_models = [m for m, spec in recipe.models.items() if spec.input == "full"]
+    val_images = _rows_of(comp.train, tables["val"][full_models[0]].image_ids)
     # The baseline predicts the most frequent category of the images the models trained on, for every image.
-    baseline = most_frequent_class(comp.train.loc[~comp.train["id"].isin(val_images["id"]), "category_id"])
-    val = step_predictions(tables["full", "val"], tables["crop", "val"], val_images, recipe).assign(baseline=baseline)
-    test = step_predictions(tables["full", "test"], tables["crop", "test"],
-                            _rows_of(comp.test, tables["full", "test"]), recipe).assign(baseline=baseline)
+    trained_on = np.ones(len(comp.train), dtype=bool)
+    trained_on[pd.Index(comp.train["id"]).get_indexer(val_images["id"])] = False
+    baseline = most_frequent_class(comp.train.loc[trained_on, "category_id"])
+    val = step_predictions(tables["val"], val_images, recipe).assign(baseline=baseline)
+    test_images = _rows_of(comp.test, tables["test"][full_models[0]].image_ids)
+    test = step_predictions(tables["test"], test_images, recipe).assign(baseline=baseline)
     truth = val_images["category_id"].to_numpy()
-    val_steps = {s: val[s].to_numpy() for s in STEPS}
-    val_acc = accuracies(val_steps, truth)
+    labels = step_labels(recipe)
+    val_steps = {s: val[s].to_numpy() for s in labels}
+    metrics = {"labels": labels, "accuracy": {VALIDATION: accuracies(val_steps, truth)},
+               "validation": {"images": len(val), "locations": int(val_images["location"].nunique())}}
 
     write_text(work / "validation.csv", val.assign(truth=truth, location=val_images["location"].to_numpy())
                .to_csv(index=False, lineterminator="\n"))
     write_text(work / "predictions.csv", test.to_csv(index=False, lineterminator="\n"))
-    submission = assemble(comp.sample, match_sample(comp.sample, test.set_index("Id")["final"], issues))
+    write_json(work / METRICS_JSON, metrics)
+    submission = assemble(comp.sample, match_sample(comp.sample, test.set_index("Id")[FINAL], issues))
     issues.save(work / ISSUES_JSON)
     issues.log(log, "aggregate (all stages)")
     write_submission(submission, work, {"sample_submission": comp.root / SAMPLE_CSV},
                      sample=comp.sample, category_ids=comp.categories["id"].tolist(),
-                     extra={"recipe": recipe.to_dict(), "validation_accuracy": val_acc,
+                     code=code_version(__name__),
+                     extra={"recipe": recipe.to_dict(), "validation_accuracy": metrics["accuracy"][VALIDATION],
                             "data_issues": issues.summary()})
 
     names = dict(zip(comp.categories["id"].tolist(), comp.categories["name"].tolist(), strict=True))
-    plot_confusion(truth, val["final"].to_numpy(), names, work / "confusion_matrix.png")
-    plot_per_location(val_images["location"].to_numpy(), truth, val_steps, work / "per_location.png")
-    write_report(work / "report.md", f"iwc run: recipe {recipe.name!r}", [
-        ("Accuracy", accuracy_table({"validation (held-out locations)": val_acc})),
-        ("Judgement", judgement(val_acc)),
-        ("Validation", f"{len(val)} images from {val_images['location'].nunique()} held-out locations.\n\n"
-                       "![confusion matrix](confusion_matrix.png)\n\n![accuracy per location](per_location.png)"),
-        ("Data issues", issues.markdown()),
-    ])
-    log.info("validation accuracy: %s", ", ".join(f"{s} {a:.4f}" for s, a in val_acc.items()))
+    plot_confusion(truth, val[FINAL].to_numpy(), names, work / "confusion_matrix.png")
+    plot_per_location(val_images["location"].to_numpy(), truth, val_steps, labels, work / "per_location.png")
+    write_text(work / "report.md", report_markdown(f"iwc run: recipe {recipe.name!r}", metrics, issues.markdown()))
+    log.info("validation accuracy: %s", ", ".join(f"{s} {a:.4f}" for s, a in metrics["accuracy"][VALIDATION].items()))
 
 
 def match_sample(sample: pd.DataFrame, predictions: pd.Series, issues: DataIssues) -> pd.Series:
@@ -104,30 +111,23 @@ def match_sample(sample: pd.DataFrame, predictions: pd.Series, issues: DataIssue
     return pd.concat([predictions, pd.Series(EMPTY, index=orphans.to_numpy(), dtype=np.int64)])
 
 
-def _rows_of(images: pd.DataFrame, table: ProbTable) -> pd.DataFrame:
-    """The rows of `images` (competition frame with `id`) in `table`'s row order."""
-    indexed = images.set_index("id")
-    unknown = table.image_ids[~np.isin(table.image_ids, indexed.index)]
+def _rows_of(images: pd.DataFrame, image_ids: np.ndarray) -> pd.DataFrame:
+    """The rows of `images` (competition frame with `id`) for `image_ids`, in that order (a hash join)."""
+    rows = pd.Index(images["id"]).get_indexer(image_ids)
+    unknown = np.asarray(image_ids)[rows < 0]
     if len(unknown):
         raise IwcError(f"{len(unknown)} model-table images are not in the competition data (e.g. "
-                       f"{', '.join(unknown[:3])}): rerun the full and crop kernels on this competition data")
-    return indexed.loc[table.image_ids].reset_index()
+                       f"{', '.join(unknown[:3])}): rerun the model kernels on this competition data")
+    return images.iloc[rows].reset_index(drop=True)
 
 
-def step_predictions(full: ProbTable, crop: ProbTable, images: pd.DataFrame, recipe: Recipe) -> pd.DataFrame:
-    """Predicted category of each image of `full` (rows of `images`, same order) after each step:
-    full model alone, crop model alone (no crop -> empty), blend, blend + sequence vote."""
-    ids = full.image_ids
-    if not np.array_equal(images["id"].to_numpy(str), ids):
-        raise ValueError("images must follow the full-model table's row order")
-    crop_alone = pd.Series(crop.argmax_category(), index=crop.image_ids).reindex(ids, fill_value=EMPTY)
+def step_predictions(tables: dict[str, ProbTable], images: pd.DataFrame, recipe: Recipe) -> pd.DataFrame:
+    """Predicted category of each image of `images` (in its order) after each step: each model alone (a crop
+    model predicts empty for an image without a crop), the blend, the blend + sequence vote."""
+    ids = images["id"].to_numpy(str)
+    alone = {name: pd.Series(t.argmax_category(), index=t.image_ids).reindex(ids, fill_value=EMPTY).to_numpy(np.int64)
+             for name, t in tables.items()}
     keys = assign_sequences(images, recipe.sequences.method, recipe.sequences.gap_s)
-    blended = blend(full, crop, recipe.blend)
+    blended = blend(tables, recipe.blend.weights, ids)
     final = vote(blended, pd.Series(keys.to_numpy(), index=ids), recipe.sequences.vote)
-    return pd.DataFrame({
-        "Id": ids,
-        "full": full.argmax_category(),
-        "crop": crop_alone.to_numpy(np.int64),
-        "blend": blended.argmax_category(),
-        "final": final.to_numpy(np.int64),
-    })
+    return pd.DataFrame({"Id": ids, **alone, BLEND: blended.argmax_category(), FINAL: final.to_numpy(np.int64)})

@@ -1,8 +1,8 @@
-"""What the two model stages share: cache the images, train on the split, predict validation and test.
+"""What every model stage shares: cache the images, train on the split, predict validation and test.
 
 A model stage hands `train_model` two frames of rows to learn from and predict:
 train rows `(row_id, image_id, path, category_id, is_val)` and test rows `(row_id, image_id, path)`;
-rows are images for the full model and crops for the crop model.
+rows are images for a model whose input is "full" and crops for one whose input is "crop".
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from iwc.io import write_json
 from iwc.probs import ProbTable
 from iwc.provenance import code_version
 from iwc.recipe import Model, Recipe
+from iwc.stages import manifest_name, stage_specs
 from iwc.train import distributed
 from iwc.train.fit import fit
 from iwc.train.model import create_model
@@ -59,13 +60,6 @@ class Rows:
 def device() -> torch.device:
     """CUDA when there is one (Kaggle, the Docker image; under torchrun this process's GPU), else the CPU."""
     return distributed.device()
-
-
-def setup_logging() -> None:
-    """Timestamped INFO logs. Under torchrun only rank 0 logs below ERROR (the others would repeat its
-    warnings). How progress bars behave in a log is set by the kernel's bootstrap (iwc.host.bundle)."""
-    logging.basicConfig(level=logging.INFO if distributed.is_main() else logging.ERROR,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def train_model(name: str, m: Model, seed: int, train: pd.DataFrame, test: pd.DataFrame, work: Path,
@@ -137,10 +131,6 @@ def write_outputs(name: str, recipe: Recipe, trained_val: ProbTable, trained_tes
     trained_test.save(work / f"{name}_test.npz")
     issues.save(work / issues_name(name))
     issues.log(log, name)
-    write_json(work / manifest_name(name), {"stage": name, "recipe": recipe.to_dict(), "code": code_version(),
+    code = code_version(stage_specs(recipe)[name].module)
+    write_json(work / manifest_name(name), {"stage": name, "recipe": recipe.to_dict(), "code": code,
                                            "data_issues": issues.summary(issues_name(name)), **summary})
-
-
-def manifest_name(stage: str) -> str:
-    """The marker file a finished stage leaves in its working dir; downstream discovery looks for it."""
-    return f"{stage}.manifest.json"

@@ -1,9 +1,11 @@
-"""Crop model stage: ResNet on crops of the ORIGINAL images to their MegaDetector boxes.
+"""Model stage for a model whose input is "crop": a network on crops of the ORIGINAL images to their
+MegaDetector boxes.
 
-Reads the competition folder (originals + MegaDetector results) under the input root; cuts crops into
-the scratch dir; writes `crop_val.npz` and `crop_test.npz` keyed by IMAGE id (an image with several
-crops gets their confidence-weighted mean), training curves, `crop.data_issues.json` (boxes clamped or
-dropped, images without a detector entry, originals it could not read) and the `crop.manifest.json` marker.
+Reads the competition folder (originals + MegaDetector results) under the input root; cuts the model's crops
+(its `crops` settings) into the scratch dir; writes `<name>_val.npz` and `<name>_test.npz` keyed by IMAGE id
+(an image with several crops gets their confidence-weighted mean), training curves, `<name>.data_issues.json`
+(boxes clamped or dropped, images without a detector entry, originals it could not read) and the
+`<name>.manifest.json` marker.
 """
 
 from __future__ import annotations
@@ -20,28 +22,31 @@ from iwc.data.issues import DataIssues, record_unreadable
 from iwc.data.splits import make_split
 from iwc.probs import ProbTable
 from iwc.recipe import Recipe
-from iwc.stages.common import setup_logging, train_model, write_outputs
+from iwc.stages import setup_logging
+from iwc.stages.common import train_model, write_outputs
 from iwc.train import distributed
 from iwc.train.model import check_weights_source
 
 log = logging.getLogger(__name__)
 CROP_FAILED = {"train": "train original, no crop: the crop model does not train on it",
-               "test": "test original, no crop: predicted by the full model alone"}
+               "test": "test original, no crop: predicted by the full-image models alone"}
 
 
-def main(recipe: Recipe) -> None:
-    setup_logging()
-    check_weights_source(recipe.crop)  # an offline run without weights fails now, not after the data work
-    issues = DataIssues("crop")
+def main(recipe: Recipe, name: str) -> None:
+    """Cut `recipe.models[name]`'s crops, train it on them and write its outputs."""
+    setup_logging(quiet=not distributed.is_main())
+    model = recipe.models[name]
+    check_weights_source(model)  # an offline run without weights fails now, not after the data work
+    issues = DataIssues(name)
     comp = Competition.load(layout.find_competition(), detections=True, issues=issues)
     work = layout.working_dir()
-    boxes = select_boxes(comp.detections, recipe.crops.rule, recipe.crops.threshold)
+    boxes = select_boxes(comp.detections, model.crops.rule, model.crops.threshold)
     frames = {}
     for split, images in (("train", comp.train), ("test", comp.test)):
         chosen = boxes[boxes["image_id"].isin(images["id"])]
         with distributed.main_first():  # under torchrun rank 0 cuts the crops; the other processes reuse them
-            result = extract_crops(chosen, comp.root / split, layout.scratch_dir() / "crops" / split,
-                                   size=recipe.crops.size, margin=recipe.crops.margin)
+            result = extract_crops(chosen, comp.root / split, layout.scratch_dir() / name / "crops" / split,
+                                   size=model.crops.size, margin=model.crops.margin)
         log.info("crops %s: %s", split, result.summary())
         record_unreadable(issues, result.failed, [comp.root / split / f"{i}.jpg" for i in result.failed],
                           CROP_FAILED[split], base=layout.input_root())
@@ -50,10 +55,10 @@ def main(recipe: Recipe) -> None:
     labels = comp.train.set_index("id")["category_id"]
     train = frames["train"].assign(category_id=lambda f: labels.loc[f["image_id"]].to_numpy(),
                                    is_val=lambda f: is_val.loc[f["image_id"]].to_numpy())
-    trained = train_model("crop", recipe.crop, recipe.seed, train, frames["test"], work, issues)
+    trained = train_model(name, model, recipe.seed, train, frames["test"], work, issues)
     if trained is None:  # another process of a multi-GPU run: rank 0 predicts and writes the outputs
         return
-    write_outputs("crop", recipe, per_image(trained.val, train), per_image(trained.test, frames["test"]),
+    write_outputs(name, recipe, per_image(trained.val, train), per_image(trained.test, frames["test"]),
                   trained.summary, work, issues)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
-from typing import Protocol
 
 from iwc.errors import IwcError
 from iwc.stages import StageSpec
@@ -51,22 +50,23 @@ class KernelRun:
         return self.stage_dir / BACKEND_STATE
 
 
-class Backend(Protocol):
-    """Runs kernels somewhere: this machine, a Docker container, Kaggle.
-
-    Optional attributes the pipeline reads (absent means False): `parallel`, kernels that do not depend on
-    each other may run at the same time (they run elsewhere); `attaches_inputs`, the backend attaches the
-    competition and datasets itself (Kaggle), so only the competition's metadata files are needed here.
+class Backend:
+    """Runs kernels somewhere: this machine, a Docker container, Kaggle. Each backend subclasses this and
+    declares what it does: `parallel`, kernels that do not depend on each other may run at the same time
+    (they run elsewhere); `attaches_inputs`, the backend attaches the competition and datasets itself
+    (Kaggle), so only the competition's metadata files are needed here.
     """
 
-    name: str
+    name: str = ""
+    parallel: bool = False
+    attaches_inputs: bool = False
 
     def run(self, job: KernelRun) -> Path:
         """Run `job` to completion; returns the folder holding its outputs (its `/kaggle/working`).
 
         Raises `IwcError` with what went wrong (and the log's tail) when the kernel fails.
         """
-        ...
+        raise NotImplementedError
 
 
 def kernel_command(kernel_file: str | PurePath, processes: int = 1, python: str = sys.executable) -> list[str]:

@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 
 import iwc
 from iwc.errors import IwcError
-from iwc.host.backends.base import KernelRun, kernel_command
+from iwc.host.backends.base import Backend, KernelRun, kernel_command
 from iwc.host.backends.local import check_mounts, run_streamed
 from iwc.layout import SCRATCH_ENV
 from iwc.provenance import PACKAGE_DIR, hash_sources
@@ -42,7 +42,7 @@ ENGINE_HELP = ("install Docker Engine (https://docs.docker.com/engine/install/) 
                "(https://docs.nvidia.com/datacenter/cloud-native/container-toolkit/), or run with --backend local")
 
 
-class DockerBackend:
+class DockerBackend(Backend):
     """Runs each kernel in a container of the project's image (`IWC_DOCKER_IMAGE`, else `image_tag()`)."""
 
     name = "docker"
@@ -166,11 +166,14 @@ def run_stage(stage: str, input_root: Path, out: Path, recipe: Recipe, backend: 
     """Run `stage`'s kernel (generated for `recipe` into `out/kernel`) with every folder of `input_root`
     (a Kaggle-shaped input folder) mounted, log and outputs under `out`; returns the outputs folder."""
     from iwc.host.bundle import build_kernels
-    from iwc.stages import SPECS
+    from iwc.stages import stage_specs
 
     if not Path(input_root).is_dir():
         raise IwcError(f"input root {input_root} is not a folder: lay the inputs out as Kaggle does "
                        "(competitions/<slug>, datasets/<owner>/<slug>, ...)")
+    specs = stage_specs(recipe)
+    if stage not in specs:
+        raise IwcError(f"stage {stage!r} is not one of recipe {recipe.name!r}'s: {', '.join(specs)}")
     (kernel_dir,) = build_kernels(Path(out) / "kernel", recipe, stages=[stage])
     inputs = {child.name: child for child in sorted(Path(input_root).iterdir()) if child.is_dir()}
-    return backend.run(KernelRun(SPECS[stage], kernel_dir, inputs, Path(out).resolve()))
+    return backend.run(KernelRun(specs[stage], kernel_dir, inputs, Path(out).resolve()))

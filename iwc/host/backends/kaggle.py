@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from iwc.errors import IwcError
-from iwc.host.backends.base import BACKEND_STATE, KernelRun
+from iwc.host.backends.base import BACKEND_STATE, Backend, KernelRun
 from iwc.host.kaggle_client import FAILED, KaggleClient, log_lines, read_kernel_metadata
 from iwc.io import read_json_object, write_json
 
@@ -23,7 +23,7 @@ DEADLINE_S = 13 * 3600.0  # Kaggle stops a session after 12 h; an hour more for 
 RESUME = "run the same `iwc reproduce --backend kaggle ...` command again (it pushes again only a kernel that failed)"
 
 
-class KaggleBackend:
+class KaggleBackend(Backend):
     """Runs each kernel on Kaggle as the credential's user; full and crop may run at the same time."""
 
     name = "kaggle"

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
 from iwc.errors import IwcError
-from iwc.host.backends.base import KernelRun, kernel_command
+from iwc.host.backends.base import Backend, KernelRun, kernel_command
 from iwc.layout import INPUT_ENV, WORKING_ENV
 
 ERROR_PREFIX = "error: "  # how a kernel prints an IwcError before it exits 2 (the bootstrap in iwc.host.bundle)
@@ -26,7 +26,7 @@ ERROR_EXIT = 2
 STOP_GRACE_S = 5.0  # a kernel stopped by an interrupt gets this long to clean up before it is killed
 
 
-class LocalBackend:
+class LocalBackend(Backend):
     """Runs each kernel here, in a subprocess of this Python, in a Kaggle-shaped folder layout."""
 
     name = "local"
