@@ -13,7 +13,7 @@ import pytest
 
 from iwc.errors import IwcError
 from iwc.host.sandbox import Sandbox, main
-from iwc.host.sandbox_faults import Faults, parse_fault
+from iwc.host.sandbox.faults import Faults, parse_fault
 
 COMPETITION = "iwildcam-2020-fgvc7"
 DATASET = "qitvision/iwildcam2020-256"

@@ -174,7 +174,7 @@ def _count_rows(path: Path) -> int:
         return sum(1 for _ in f) - 1
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     """argparse with iwc's error format: a usage error is one `iwc: error:` line and exit code 2."""
 
     def error(self, message: str) -> NoReturn:
@@ -184,7 +184,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from iwc.host.kaggle_cli import add_commands as add_kaggle_commands
 
-    parser = _Parser(prog="iwc", description=__doc__.splitlines()[0])
+    parser = Parser(prog="iwc", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, func: Callable[[argparse.Namespace], None], help: str) -> argparse.ArgumentParser:
