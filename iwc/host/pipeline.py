@@ -34,6 +34,7 @@ from iwc.host.backends import Backend, KernelRun
 from iwc.host.backends.local import LocalBackend
 from iwc.host.bundle import DEFAULT_OWNER, build_kernels
 from iwc.host.runlock import run_lock
+from iwc.host.submitted import RECORD as SUBMITTED
 from iwc.io import atomic_write, read_json_object, replacing_folder, sha256_file, sha256_json, write_json
 from iwc.provenance import code_hash
 from iwc.recipe import Recipe
@@ -251,6 +252,8 @@ def _assemble(stages: Path, out: Path, recipe: Recipe, truth: Path | None, keys:
     with replacing_folder(out) as new:
         for name in COPIED:
             _copy(aggregate / name, new / name)
+        if (out / SUBMITTED).is_file():  # what was sent to Kaggle from this folder: kept, to refuse duplicates
+            _copy(out / SUBMITTED, new / SUBMITTED)
         for stage in ("full", "crop"):
             _copy(stages / stage / "working" / stage / "training_curves.png", new / f"{stage}_training_curves.png")
         validation = pd.read_csv(new / "validation.csv", dtype={"Id": str})

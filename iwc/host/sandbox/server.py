@@ -215,6 +215,9 @@ class Sandbox:
         name = body.get("competitionName", "")
         if name != self.competition:
             raise ApiError(404, f"Competition {name!r} not found (the sandbox serves {self.competition!r})")
+        refused = self.faults.take("rules_not_accepted", name)
+        if refused is not None:
+            raise ApiError(403, refused["message"])
 
     def _list_data_files(self, body: dict[str, Any], user: str) -> dict[str, Any]:
         self._check_competition(body)
