@@ -16,7 +16,7 @@ from iwc.host.backends.kaggle import KaggleBackend
 from iwc.host.bundle import METADATA_FILE, kernel_metadata
 from iwc.host.cli import main
 from iwc.host.kaggle_client import ATTEMPTS, KaggleClient
-from iwc.host.sandbox import Sandbox
+from iwc.host.sandbox.server import Sandbox
 from iwc.layout import find_competition, find_resized
 from iwc.stages import StageSpec
 from iwc.submission import write_submission

@@ -2,9 +2,5 @@
 
 `server.py` the `Sandbox` (competition, datasets, submissions, kernels API); `http.py` the HTTP side;
 `kernels.py` pushed kernels run for real; `faults.py` injectable faults; `cli.py` `python -m iwc.host.sandbox`.
+Nothing is imported here, so that reading the command line (`invoke --list`) stays light.
 """
-
-from iwc.host.sandbox.cli import main
-from iwc.host.sandbox.server import Sandbox
-
-__all__ = ["Sandbox", "main"]

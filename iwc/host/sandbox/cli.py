@@ -16,14 +16,22 @@ from pathlib import Path
 from iwc.errors import IwcError
 from iwc.host.cli import Parser
 from iwc.host.sandbox.faults import FAULTS, parse_fault
-from iwc.host.sandbox.server import Sandbox
-from iwc.layout import COMPETITION_SLUG
 
 MAX_PORT = 65535
 
 
 def main(argv: list[str] | None = None) -> int:
     """Serve the sandbox in the foreground until Ctrl-C, after printing the env vars a client needs."""
+    args = build_parser().parse_args(argv)
+    try:
+        return _serve(args)
+    except IwcError as e:
+        print(f"iwc: error: {e}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The sandbox's command line (also what `invoke kaggle.sandbox` forwards)."""
     parser = Parser(prog="python -m iwc.host.sandbox", description=main.__doc__)
     parser.add_argument("--data", default="data/demo/medium-seed0",
                         help="data root laid out like `iwc demo-data`; a missing data/demo/<scale>-seed<N>[-quirks] "
@@ -34,12 +42,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"port on 127.0.0.1, 1..{MAX_PORT} (default 0: any free one)")
     parser.add_argument("--fault", action="append", default=[],
                         help="name[:times][,key=value...], repeatable; names: " + ", ".join(FAULTS))
-    args = parser.parse_args(argv)
-    try:
-        return _serve(args)
-    except IwcError as e:
-        print(f"iwc: error: {e}", file=sys.stderr)
-        return 2
+    return parser
 
 
 def port_number(text: str) -> int:
@@ -54,6 +57,8 @@ def port_number(text: str) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from iwc.layout import COMPETITION_SLUG
+
     data = Path(args.data)
     if not (data / COMPETITION_SLUG).is_dir():
         demo = re.fullmatch(r"(small|medium)-seed(\d+)(-quirks)?", data.name)
@@ -63,6 +68,8 @@ def _serve(args: argparse.Namespace) -> int:
         from iwc.host.demo import write_demo
 
         print(write_demo(data, seed=int(demo[2]), scale=demo[1], quirks=bool(demo[3])).summary())
+    from iwc.host.sandbox.server import Sandbox
+
     faults = [parse_fault(text) for text in args.fault]
     with Sandbox(data, Path(args.workdir), owner=args.owner, port=args.port) as sb:
         for name, times, params in faults:
