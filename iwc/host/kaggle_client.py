@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from iwc.data.competition import MD_JSON, SAMPLE_CSV, TEST_JSON, TRAIN_JSON
 from iwc.errors import IwcError
-from iwc.io import atomic_write, write_json
+from iwc.io import atomic_write, replacing_folder, write_json
 from iwc.layout import COMPETITION_SLUG, RESIZED_DATASET, RESIZED_MARKER
 
 CREDENTIAL_HELP = ("put your Kaggle API token in $KAGGLE_API_TOKEN or ~/.kaggle/access_token (or a kaggle.json in "
@@ -231,16 +231,15 @@ class KaggleClient:
     def pull(self, kernel: str, version: int | None, dest: Path) -> tuple[list[str], str]:
         """Download every output file of the version into `dest` (replaced); returns their names and the log.
 
-        Files land in a hidden sibling folder first, renamed to `dest` only when all are complete: an
-        interrupted pull leaves no `dest`. A URL that expired (403) is replaced by a new listing's.
+        Files land in a new sibling folder first (`iwc.io.replacing_folder`), which replaces `dest` only when all
+        are complete: an interrupted pull leaves `dest` as it was. A URL that expired (403) is replaced by a new
+        listing's.
         """
         dest = Path(dest)
         label = kernel_label(kernel, version)
         files, log = self.outputs(kernel, version)
         if not files:
             raise IwcError(f"{label} has no output files: check that it finished (`iwc kaggle status {kernel}`)")
-        partial = dest.with_name(f".{dest.name}.partial")
-        shutil.rmtree(partial, ignore_errors=True)
         urls = {f.name: f.url for f in files}
 
         def locate(name: str) -> Callable[[], Located]:
@@ -253,11 +252,9 @@ class KaggleClient:
                 return url, None
             return fresh
 
-        for f in files:
-            self._fetch(locate(f.name), partial / _safe_relative(f.name, label), f"{label}: {f.name}")
-        if dest.exists():
-            shutil.rmtree(dest)
-        partial.rename(dest)
+        with replacing_folder(dest) as partial:
+            for f in files:
+                self._fetch(locate(f.name), partial / _safe_relative(f.name, label), f"{label}: {f.name}")
         return [f.name for f in files], log
 
     # ---------------------------------------------------------------------------------------- downloads
@@ -666,28 +663,25 @@ def _unwrap_into(downloaded: Path, target: Path, name: str) -> None:
 
 
 def _unpack(archive: Path, folder: Path, keep: set[str] = frozenset()) -> None:
-    """Unzip `archive` into `folder` atomically: into a hidden sibling, marker written last, then renamed.
-
-    Top-level names in `keep` that `folder` already holds are left as they are; the archive is deleted.
-    """
-    partial = folder.with_name(f".{folder.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    with zipfile.ZipFile(archive) as z:
-        names = [m for m in z.namelist() if not m.endswith("/")]
-        for m in names:
-            _safe_relative(m, archive.name)
-        for m in tqdm(names, desc=f"unzip {archive.name}", unit="file", leave=False, file=sys.stdout, disable=None):
-            z.extract(m, partial)
-    write_json(partial / COMPLETE_MARKER, {"archive": archive.name, "files": len(names)})
-    if folder.exists():
-        for name in keep:
-            if (folder / name).exists() and (partial / name).exists():
-                (partial / name).unlink()
-        for entry in folder.iterdir():  # merge what was there (e.g. metadata) under what came
-            if not (partial / entry.name).exists():
-                entry.rename(partial / entry.name)
-        shutil.rmtree(folder)
-    partial.rename(folder)
+    """Unzip `archive` into `folder` atomically (`iwc.io.replacing_folder`, marker written last); the archive is
+    deleted after. What `folder` held beside the archive's files (e.g. the metadata) is copied in, and top-level
+    names in `keep` that `folder` already holds are kept as they are: copied, not moved, so that a failure on the
+    way leaves `folder` whole (a few metadata files, small next to the images)."""
+    with replacing_folder(folder) as new:
+        with zipfile.ZipFile(archive) as z:
+            names = [m for m in z.namelist() if not m.endswith("/")]
+            for m in names:
+                _safe_relative(m, archive.name)
+            for m in tqdm(names, desc=f"unzip {archive.name}", unit="file", leave=False, file=sys.stdout,
+                          disable=None):
+                z.extract(m, new)
+        write_json(new / COMPLETE_MARKER, {"archive": archive.name, "files": len(names)})
+        for entry in sorted(folder.iterdir()) if folder.is_dir() else ():
+            target = new / entry.name
+            if entry.name in keep and target.is_file():
+                target.unlink()
+            if not target.exists():
+                (shutil.copytree if entry.is_dir() else shutil.copy2)(entry, target)
     archive.unlink()
 
 
