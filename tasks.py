@@ -1,26 +1,36 @@
-"""Invoke tasks: `invoke --list`. Thin: each task calls the `iwc` package or a benchmark script."""
+"""Invoke tasks: `invoke --list`. Thin: each task calls the `iwc` package or a benchmark script.
+
+A task over an `iwc` command declares none of its options: `_forward` reads them (name, help, repeatable,
+required) from the command's own argparse parser and passes what was given through, so `iwc` stays the one
+place an option is declared (as pip declares each option once, in `cmdoptions`).
+"""
 
 from __future__ import annotations
 
+import argparse
+import functools
+import inspect
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from invoke import Collection, Exit, task
+from invoke import Collection, Exit, Task, task
 
 PY = sys.executable
+IWC = [PY, "-m", "iwc.host.cli"]
 RESULTS = "benchmarks/results"
 DEMO_DATA = "data/demo"  # demo-data folders: <scale>-seed<N>[-quirks]
 
 
-def _iwc(c, *args: str, **options) -> None:
-    """Run `iwc ARGS --option value ...`: None, False and "" are left out, True is a bare flag, a list repeats.
+def _run(c, words: list[str], options: dict[str, Any]) -> None:
+    """Run `words --flag value ...`: None, False and "" are left out, True is a bare flag, a list repeats.
 
-    The task exits with iwc's own exit code (2 user error, 130 Ctrl-C, ...) and adds no message of its own:
-    iwc has printed its one-line error already."""
-    words = [PY, "-m", "iwc.host.cli", *args]
-    for name, value in options.items():
-        flag = "--" + name.replace("_", "-")
+    The task exits with the command's own exit code (2 user error, 130 Ctrl-C, ...) and adds no message of its
+    own: the command has printed its one-line error already."""
+    words = list(words)
+    for flag, value in options.items():
         for v in value if isinstance(value, list) else [value]:
             if v is True:
                 words.append(flag)
@@ -32,72 +42,95 @@ def _iwc(c, *args: str, **options) -> None:
         raise Exit(code=result.exited)
 
 
-@task(help={"demo": "use the built-in synthetic competition and the demo recipe",
-            "data": "folder holding the competition data (default data/kaggle; with --demo data/demo/<scale>-seed<N>)",
-            "recipe": "recipe name or TOML file (default: reference, or demo with --demo)",
-            "set": "override a recipe value, e.g. full.batch_size=64 (repeatable)",
-            "run": "run name: runs/<run>/ and submissions/<run>/ (default: the recipe name)",
-            "force": "rerun every stage even if its inputs are unchanged",
-            "seed": "the recipe's seed (training, split, TTA)",
-            "data_seed": "seed of the synthetic competition (with --demo)",
-            "scale": "size of the synthetic competition: small | medium",
-            "quirks": "with --demo: plant the real files' quirks (listed in ground_truth/data_issues.json)",
-            "backend": "where the kernels run: local | docker | kaggle",
-            "gpus": "train each model on this many GPUs (torchrun; default 1)",
-            "dry_run": "with --backend kaggle: print what would be pushed; push nothing",
-            "submit": "submit the validated result to Kaggle and print its score",
-            "timeout": "with --backend kaggle: seconds to wait for each kernel (default 13 h)"},
-      iterable=["set"])
-def reproduce(c, demo=False, data="", recipe="", set=None, run="", force=False, seed=None, data_seed=None,
-              scale="", backend="", gpus=None, quirks=False, dry_run=False, submit=False, timeout=None):
-    """Build the kernels, run full + crop, then aggregate; assemble and validate submissions/<run>/."""
-    _iwc(c, "reproduce", demo=demo, data=data, recipe=recipe, set=set or [], run=run, force=force, seed=seed,
-         data_seed=data_seed, scale=scale, backend=backend, gpus=gpus, quirks=quirks, dry_run=dry_run, submit=submit,
-         timeout=timeout)
+def _iwc(c, *args: str, **options) -> None:
+    """Run `iwc ARGS --option value ...` (option names with `_` for `-`), as `_run` does."""
+    _run(c, [*IWC, *args], {"--" + name.replace("_", "-"): value for name, value in options.items()})
 
 
-@task(name="download", help={"data": "data folder (default data/kaggle)", "images": "also the original images",
-                             "no_resized": "skip the 256 px dataset"})
-def data_download(c, data="", images=False, no_resized=False):
-    """Download the competition's metadata and the 256 px dataset from Kaggle (kept when complete)."""
-    _iwc(c, "kaggle", "download", data=data, images=images, no_resized=no_resized)
+@functools.cache
+def _iwc_parser() -> argparse.ArgumentParser:
+    from iwc.host.cli import build_parser
+
+    return build_parser()
 
 
-@task(name="push", help={"folder": "kernel folder (repeatable), e.g. runs/<run>/kernels/full"}, iterable=["folder"])
-def kernels_push(c, folder=None):
-    """Push kernel folders to Kaggle, each as a new version."""
-    _iwc(c, "kaggle", "push", *(folder or []))
+def _declared(*command: str) -> argparse.ArgumentParser:
+    """The argparse parser of `iwc COMMAND...`."""
+    parser = _iwc_parser()
+    for word in command:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = sub.choices[word]
+    return parser
 
 
-@task(name="status", help={"kernel": "owner/slug", "version": "version number", "wait": "wait until it ends",
-                           "timeout": "seconds to wait at most"})
-def kernels_status(c, kernel, version=None, wait=False, timeout=None):
-    """Print a Kaggle kernel version's status; with --wait, wait until it ends."""
-    _iwc(c, "kaggle", "status", kernel, version=version, wait=wait, timeout=timeout)
+def _forward(parser: argparse.ArgumentParser, words: list[str], name: str, rename: dict[str, str] | None = None,
+             derive: dict[str, Callable[[dict[str, Any]], str]] | None = None) -> Task:
+    """An invoke task `name` that runs `words` with the arguments `parser` declares, passed through as given.
+
+    Each argument becomes a task parameter with its help (and choices); a required one (or an argparse positional)
+    is a positional parameter, a repeatable one (`append`, `nargs="+"`) an iterable one. `rename` maps an argparse
+    dest to another parameter name; `derive[dest](values)` fills a positional that was left out from the other
+    values (the parser's defaults standing in for options not given)."""
+    rename, derive = rename or {}, derive or {}
+    actions = [a for a in parser._actions if not isinstance(a, argparse._HelpAction | argparse._SubParsersAction)]
+    required, optional, helps, iterable = [], [], {}, []
+    for action in actions:
+        param = rename.get(action.dest, action.dest)
+        repeated = isinstance(action, argparse._AppendAction) or action.nargs in ("+", "*")
+        if repeated:
+            iterable.append(param)
+        helps[param] = " | ".join(action.choices) if action.choices and not action.help else (action.help or "")
+        if action.choices and action.help:
+            helps[param] += f" ({' | '.join(action.choices)})"
+        if action.dest in derive:
+            helps[param] += f" (default: {derive[action.dest].__doc__.splitlines()[0]})"
+        needed = (action.required or not action.option_strings) and not repeated and action.dest not in derive
+        default = False if isinstance(action, argparse._StoreTrueAction) else None
+        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+        (required if needed else optional).append(
+            inspect.Parameter(param, kind) if needed else inspect.Parameter(param, kind, default=default))
+
+    def body(c, **values: Any) -> None:
+        for dest, make in derive.items():
+            if values.get(dest) in (None, ""):
+                given = {a.dest: values.get(rename.get(a.dest, a.dest)) for a in actions}
+                values[rename.get(dest, dest)] = make({k: parser.get_default(k) if v in (None, False, [], "") else v
+                                                       for k, v in given.items()})
+        args, options = [], {}
+        for action in actions:
+            value = values.get(rename.get(action.dest, action.dest))
+            if action.option_strings:
+                options[max(action.option_strings, key=len)] = value
+            else:
+                args += [str(v) for v in value] if isinstance(value, list) else [str(value)]
+        _run(c, [*words, *args], options)
+
+    body.__doc__ = parser.description
+    body.__signature__ = inspect.Signature([inspect.Parameter("c", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+                                            *required, *optional])
+    return Task(body, name=name, help=helps, iterable=iterable, positional=[p.name for p in required])
 
 
-@task(name="pull", help={"kernel": "owner/slug", "version": "version number", "out": "folder to fill"})
-def kernels_pull(c, kernel, out, version=None):
-    """Download a Kaggle kernel version's output files."""
-    _iwc(c, "kaggle", "pull", kernel, out=out, version=version)
-
-
-@task(name="submit", help={"submission_dir": "folder with submission.csv + manifest.json",
-                           "message": "submission description", "data": "data folder (default data/kaggle)"})
-def submission_submit(c, submission_dir, message, data=""):
-    """Validate and submit a submission folder to Kaggle; print the public score."""
-    _iwc(c, "kaggle", "submit", submission_dir, message=message, data=data)
-
-
-@task(name="demo", help={"out": f"output folder (default {DEMO_DATA}/<scale>-seed<N>[-quirks])", "seed": "random seed",
-                         "scale": "small | medium",
-                         "quirks": "plant the real files' quirks (listed in ground_truth/data_issues.json)"})
-def data_demo(c, out="", seed=0, scale="medium", quirks=False):
-    """Write the synthetic competition (exact real formats) to OUT."""
+def _demo_out(values: dict[str, Any]) -> str:
+    """data/demo/<scale>-seed<N>[-quirks]"""
     from iwc.host.demo import demo_root
 
-    _iwc(c, "demo-data", out or str(demo_root(Path(DEMO_DATA), seed, scale, quirks)), seed=seed, scale=scale,
-         quirks=quirks)
+    return str(demo_root(Path(DEMO_DATA), values["seed"], values["scale"], bool(values["quirks"])))
+
+
+def _sandbox_parser() -> argparse.ArgumentParser:
+    from iwc.host.sandbox.cli import build_parser
+
+    return build_parser()
+
+
+reproduce = _forward(_declared("reproduce"), [*IWC, "reproduce"], "reproduce")
+data_download = _forward(_declared("kaggle", "download"), [*IWC, "kaggle", "download"], "download")
+kernels_push = _forward(_declared("kaggle", "push"), [*IWC, "kaggle", "push"], "push", rename={"folders": "folder"})
+kernels_status = _forward(_declared("kaggle", "status"), [*IWC, "kaggle", "status"], "status")
+kernels_pull = _forward(_declared("kaggle", "pull"), [*IWC, "kaggle", "pull"], "pull")
+submission_submit = _forward(_declared("kaggle", "submit"), [*IWC, "kaggle", "submit"], "submit")
+data_demo = _forward(_declared("demo-data"), [*IWC, "demo-data"], "demo", derive={"out": _demo_out})
 
 
 @task(name="build", help={"owner": "your Kaggle user name (default: a placeholder)"})
@@ -171,16 +204,7 @@ def docker_build(c, kaggle=""):
     c.run(shlex.join(build_argv(kaggle)), pty=False)
 
 
-@task(name="run", help={"stage": "full | crop | aggregate",
-                        "input_root": "Kaggle-shaped input folder, mounted read-only at /kaggle/input",
-                        "out": "folder for the kernel, log.txt and working/ (default runs/docker-<stage>)",
-                        "image": "image to run (default: the one docker.build tags for this code)",
-                        "recipe": "recipe name or TOML file (default: reference)",
-                        "set": "override a recipe value (repeatable)"},
-      iterable=["set"])
-def docker_run(c, stage, input_root, out="", image="", recipe="", set=None):
-    """Run one stage's generated kernel in the image, Kaggle's folders mounted, the GPUs attached."""
-    _iwc(c, "docker-run", stage, input_root=input_root, out=out, image=image, recipe=recipe, set=set or [])
+docker_run = _forward(_declared("docker-run"), [*IWC, "docker-run"], "run", rename={"name": "stage"})
 
 
 @task(name="lock")
@@ -191,28 +215,8 @@ def docker_lock(c):
     print(f"wrote {write_lock(Path('pyproject.toml'), LOCK_FILE)}")
 
 
-@task(name="save", help={"arch": "timm architecture (default resnet50, the reference's)",
-                         "out": "file to write, ending in .safetensors"})
-def weights_save(c, out, arch="resnet50"):
-    """Save timm's pretrained weights to a local .safetensors file, for offline runs (weights_file)."""
-    _iwc(c, "weights", "save", arch=arch, out=out)
-
-
-@task(name="sandbox", help={"data": "data root laid out like `iwc demo-data` (default: data/demo/medium-seed0, "
-                                    "written if missing)",
-                            "workdir": "where pushed kernels run (default runs/kaggle-sandbox)",
-                            "owner": "the Kaggle user name of the sandbox's made-up token",
-                            "port": "port on 127.0.0.1 (default: any free one)",
-                            "fault": "inject a fault: name[:times][,key=value...] (repeatable)"},
-      iterable=["fault"])
-def kaggle_sandbox(c, data="", workdir="", owner="", port=0, fault=None):
-    """Serve a local Kaggle stand-in on loopback until Ctrl-C; prints the env vars that send the client to it."""
-    words = [PY, "-m", "iwc.host.sandbox"]
-    for flag, value in (("--data", data), ("--workdir", workdir), ("--owner", owner), ("--port", port)):
-        words += [flag, str(value)] if value else []
-    for text in fault or []:
-        words += ["--fault", text]
-    c.run(shlex.join(words), pty=False, in_stream=False)
+weights_save = _forward(_declared("weights", "save"), [*IWC, "weights", "save"], "save")
+kaggle_sandbox = _forward(_sandbox_parser(), [PY, "-m", "iwc.host.sandbox"], "sandbox")
 
 
 bench = Collection("bench", bench_aggregate, bench_crops, bench_pipeline, bench_gpu)

@@ -1,9 +1,11 @@
-"""The Kaggle client module on its own: the only importer of `kaggle`, and lazily; log parsing."""
+"""The Kaggle client module on its own: the only importer of `kaggle`, and lazily; log parsing; unpacking."""
 
 import ast
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from iwc.host.kaggle_client import log_lines
 
@@ -42,3 +44,48 @@ def test_kaggle_log_records_become_lines_and_plain_text_stays():
     assert log_lines(log) == ["a", "done", "c"]
     assert log_lines("plain\ntext\n") == ["plain", "text"]
     assert log_lines("") == []
+
+
+def _archive(path, members: dict[str, str]):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        for name, text in members.items():
+            z.writestr(name, text)
+    return path
+
+
+def test_unpack_swaps_the_folder_in_keeping_what_was_there_and_the_kept_names(tmp_path):
+    from iwc.host.kaggle_client import COMPLETE_MARKER, _unpack
+
+    folder = tmp_path / "comp"
+    folder.mkdir()
+    (folder / "meta.json").write_text("mine")
+    (folder / "notes.txt").write_text("user's")
+    archive = _archive(tmp_path / "a.zip", {"meta.json": "theirs", "train/x.jpg": "jpeg"})
+    _unpack(archive, folder, keep={"meta.json"})
+    assert {p.relative_to(folder).as_posix(): p.read_text() for p in folder.rglob("*") if p.is_file()} == {
+        "meta.json": "mine", "notes.txt": "user's", "train/x.jpg": "jpeg",
+        COMPLETE_MARKER: (folder / COMPLETE_MARKER).read_text()}
+    assert not archive.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["comp"]
+
+
+@pytest.mark.parametrize("broken", ["member-outside", "fails-late"])
+def test_an_unpack_that_fails_leaves_the_folder_whole_and_nothing_beside_it(tmp_path, monkeypatch, broken):
+    from iwc.errors import IwcError
+    from iwc.host import kaggle_client
+
+    folder = tmp_path / "comp"
+    folder.mkdir()
+    (folder / "meta.json").write_text("mine")
+    members = {"../evil.txt": "x"} if broken == "member-outside" else {"train/x.jpg": "jpeg"}
+    archive = _archive(tmp_path / "a.zip", members)
+    def disk_full(*args):
+        raise OSError(28, "No space left on device")
+
+    if broken == "fails-late":  # after the extraction, while the marker is written
+        monkeypatch.setattr(kaggle_client, "write_json", disk_full)
+    with pytest.raises((IwcError, OSError)):
+        kaggle_client._unpack(archive, folder, keep={"meta.json"})
+    assert [p.name for p in folder.iterdir()] == ["meta.json"] and (folder / "meta.json").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.zip", "comp"]

@@ -17,7 +17,7 @@ from test_reproduce import TINY
 
 from iwc.host.bundle import METADATA_FILE, build_kernels
 from iwc.host.pipeline import reproduce
-from iwc.host.sandbox import Sandbox
+from iwc.host.sandbox.server import Sandbox
 from iwc.recipe import load_recipe
 from iwc.stages import SPECS, STAGES
 

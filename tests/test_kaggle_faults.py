@@ -16,7 +16,7 @@ from iwc.host.backends.kaggle import KaggleBackend
 from iwc.host.bundle import METADATA_FILE, kernel_metadata
 from iwc.host.cli import main
 from iwc.host.kaggle_client import ATTEMPTS, KaggleClient
-from iwc.host.sandbox import Sandbox
+from iwc.host.sandbox.server import Sandbox
 from iwc.layout import find_competition, find_resized
 from iwc.stages import StageSpec
 from iwc.submission import write_submission
@@ -100,7 +100,7 @@ def pushes(sandbox) -> int:
 def assert_pulled(working):
     assert (working / "result.txt").read_text() == "done\n"
     assert (working / "sub" / "blob.bin").read_bytes() == BLOB
-    assert not list(working.parent.glob(f".{working.name}.partial*"))  # the pull renamed it into place
+    assert not list(working.parent.glob(f".{working.name}.*"))  # the pull swapped its folder in, nothing left
 
 
 def test_push_answered_with_an_error_stops_with_one_line_and_a_rerun_pushes(env, base, capsys):
@@ -161,7 +161,8 @@ def test_cut_download_resumes_and_a_pull_that_keeps_failing_leaves_nothing_compl
         backend().run(job)
     assert "\n" not in str(failed.value)
     assert env.fired["short_download"] == 1 + ATTEMPTS
-    assert not (job.stage_dir / "working").exists()  # only a hidden partial folder, never `working`
+    assert not (job.stage_dir / "working").exists()  # never a partial `working`
+    assert not list(job.stage_dir.glob(".working.*"))  # and no partial folder left behind
     before = pushes(env)
     assert_pulled(backend().run(job))
     assert pushes(env) == before  # the finished version is pulled, not pushed again
@@ -175,7 +176,8 @@ def test_download_lays_the_data_out_for_the_reader_and_keeps_it_when_complete(en
     assert find_competition(data) == data / "iwildcam-2020-fgvc7"
     assert find_resized(data) == data / "iwildcam2020-256"
     assert (data / "iwildcam2020-256" / "256_images" / "train" / "images").is_dir()
-    assert not list(data.rglob("*.part")) and not list(data.glob(".*.partial"))
+    assert not list(data.rglob("*.part")) and not list(data.glob(".*.assembling-*"))
+    assert not list(data.glob(".*.replaced-*"))
     downloads = [c for c in env.calls if c.startswith("Download")]
     code, out, _ = cli(capsys, "kaggle", "download", "--data", data)
     assert code == 0 and out.count(", kept") == 5  # four metadata files and the dataset

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from iwc.errors import IwcError
-from iwc.host.sandbox import Sandbox, main
-from iwc.host.sandbox_faults import Faults, parse_fault
+from iwc.host.sandbox.cli import main
+from iwc.host.sandbox.faults import Faults, parse_fault
+from iwc.host.sandbox.server import Sandbox
 
 COMPETITION = "iwildcam-2020-fgvc7"
 DATASET = "qitvision/iwildcam2020-256"

@@ -48,8 +48,42 @@ def test_dry_data_demo_echoes_the_command_without_running_it(tmp_path):
     out = tmp_path / "demo-out"
     done = _invoke("--dry", "data.demo", "--out", str(out))
     assert done.returncode == 0, done.stderr
-    assert f"-m iwc.host.cli demo-data {out} --seed 0 --scale medium" in done.stdout
+    assert f"-m iwc.host.cli demo-data {out}\x1b" in done.stdout  # nothing more: iwc's own defaults apply
     assert not out.exists()
+
+
+def test_data_demo_without_out_writes_where_reproduce_looks():
+    assert _commands(_load_tasks().data_demo, seed="3", scale="small", quirks=True) == [
+        f"{sys.executable} -m iwc.host.cli demo-data data/demo/small-seed3-quirks --seed 3 --scale small --quirks"]
+    assert _commands(_load_tasks().data_demo) == [f"{sys.executable} -m iwc.host.cli demo-data data/demo/medium-seed0"]
+
+
+FORWARDED = [("reproduce", ["reproduce"]), ("submission_submit", ["kaggle", "submit"]),
+             ("kernels_status", ["kaggle", "status"]), ("docker_run", ["docker-run"])]
+
+
+@pytest.mark.parametrize(("name", "command"), FORWARDED)
+def test_forwarding_tasks_take_every_option_and_its_help_from_iwc(name, command):
+    from iwc.host.cli import build_parser
+
+    parser = build_parser()
+    for word in command:
+        parser = next(a for a in parser._actions if a.choices and word in a.choices).choices[word]
+    declared = {a.dest: a.help for a in parser._actions if a.dest != "help"}
+    arguments = {a.attr_name or a.name: a.help for a in getattr(_load_tasks(), name).get_arguments()}
+    assert set(arguments) == set(declared) - {"name"} | ({"stage"} if name == "docker_run" else set())
+    for dest, text in declared.items():
+        assert (text or "") in arguments["stage" if dest == "name" else dest]
+
+
+def test_readme_forms_of_the_kaggle_tasks_still_parse():
+    done = _invoke("--dry", "kernels.status", "--kernel", "you/iwc-crop-model", "--version", "3", "--wait")
+    assert done.returncode == 0, done.stderr
+    assert "-m iwc.host.cli kaggle status you/iwc-crop-model --version 3 --wait" in done.stdout
+    done = _invoke("--dry", "kernels.push", "--folder", "a b", "--folder", "c")
+    assert "-m iwc.host.cli kaggle push 'a b' c" in done.stdout
+    done = _invoke("--dry", "submission.submit", "subs/x", "--message", "m", "--resubmit")
+    assert "-m iwc.host.cli kaggle submit subs/x --message m --resubmit" in done.stdout
 
 
 def test_collection_holds_exactly_the_documented_tasks():
@@ -76,13 +110,13 @@ def test_reproduce_forwards_its_options_to_iwc_reproduce():
     tasks = _load_tasks()
     assert _commands(tasks.reproduce, demo=True, set=["blend.full_weight=0.5", "seed=3"], seed=0, data_seed=7,
                      run="x y") == [
-        f"{sys.executable} -m iwc.host.cli reproduce --demo --set blend.full_weight=0.5 --set seed=3 "
-        "--run 'x y' --seed 0 --data-seed 7"]
+        f"{sys.executable} -m iwc.host.cli reproduce --demo --data-seed 7 --seed 0 --run 'x y' "
+        "--set blend.full_weight=0.5 --set seed=3"]
 
 
 def test_weights_save_forwards_to_iwc_weights_save():
     assert _commands(_load_tasks().weights_save, out="w/r50.safetensors") == [
-        f"{sys.executable} -m iwc.host.cli weights save --arch resnet50 --out w/r50.safetensors"]
+        f"{sys.executable} -m iwc.host.cli weights save --out w/r50.safetensors"]
 
 
 @pytest.mark.parametrize("code", [1, 2, 130])

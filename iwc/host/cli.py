@@ -186,7 +186,7 @@ def _count_rows(path: Path) -> int:
         return sum(1 for _ in f) - 1
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     """argparse with iwc's error format: a usage error is one `iwc: error:` line and exit code 2."""
 
     def error(self, message: str) -> NoReturn:
@@ -194,9 +194,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from iwc.host.kaggle_cli import RESUBMIT_HELP
     from iwc.host.kaggle_cli import add_commands as add_kaggle_commands
 
-    parser = _Parser(prog="iwc", description=__doc__.splitlines()[0])
+    parser = Parser(prog="iwc", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, func: Callable[[argparse.Namespace], None], help: str) -> argparse.ArgumentParser:
@@ -205,8 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = add("demo-data", _demo_data, "write the synthetic competition (exact real formats) to OUT")
-    p.add_argument("out")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("out", help="folder to write")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, byte-identical files)")
     p.add_argument("--scale", choices=["small", "medium"], default="medium")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--quirks", action="store_true", help=QUIRKS_HELP)
@@ -245,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="with --backend kaggle: print the kernels that would be "
                                                           "pushed (ids, sources, machine, internet, GPU); push nothing")
     p.add_argument("--submit", action="store_true", help="submit the validated result to Kaggle and print its score")
+    p.add_argument("--resubmit", action="store_true", help=f"with --submit: {RESUBMIT_HELP}")
     p.add_argument("--timeout", type=float, help="with --backend kaggle: seconds to wait for each kernel "
                                                  "(default 13 h)")
     p.add_argument("--gpus", type=int, default=1, help="train each model on this many GPUs of this machine "

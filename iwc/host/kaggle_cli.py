@@ -17,6 +17,8 @@ from iwc.layout import COMPETITION_SLUG, RESIZED_DATASET
 
 DATA = "data/kaggle"
 SUBMIT_NEEDS = ("iwildcam2020_train_annotations.json", "sample_submission.csv")  # categories + sample
+RESUBMIT_HELP = ("submit even when these exact bytes were already submitted from this folder (recorded in "
+                 "submitted.json)")
 KERNEL_SOURCES_NOTE = ("the aggregator's kernel_sources attach the latest version of each training kernel: the "
                        "versions listed here, run just before it")
 
@@ -58,6 +60,7 @@ def add_commands(sub: Any) -> None:
                                                     "are appended)")
     p.add_argument("--data", default=DATA, help=f"data folder holding (or to receive) the sample submission "
                                                 f"(default {DATA})")
+    p.add_argument("--resubmit", action="store_true", help=RESUBMIT_HELP)
 
 
 def _client() -> Any:
@@ -104,29 +107,53 @@ def _pull(args: argparse.Namespace) -> None:
 
 
 def _submit(args: argparse.Namespace) -> None:
-    client = _client()
     folder = Path(args.submission_dir)
+    submission_files(folder, args.resubmit)  # before any call to Kaggle
+    client = _client()
     competition = client.download_competition(Path(args.data), names=SUBMIT_NEEDS)
-    score = submit_folder(client, folder, competition, args.message)
+    score = submit_folder(client, folder, competition, args.message, args.resubmit)
     print(f"public score: {score}")
 
 
-def submit_folder(client: Any, folder: Path, competition: Path, message: str) -> str:
-    """Validate `folder/submission.csv` against the competition's sample, submit it with `message` plus the
-    manifest hash and git commit; returns the public score."""
-    from iwc.data.competition import TRAIN_JSON, read_train
-    from iwc.submission import validate_file
+def submission_files(folder: Path, resubmit: bool) -> tuple[Path, Path, str]:
+    """(submission.csv, manifest.json, the CSV's sha256) of `folder`; an `IwcError` when one is missing or, unless
+    `resubmit`, when these exact bytes were already submitted from `folder` (`iwc.host.submitted`)."""
+    from iwc.host.submitted import refuse_duplicate
 
     csv, manifest = folder / "submission.csv", folder / "manifest.json"
     for path in (csv, manifest):
         if not path.is_file():
             raise IwcError(f"{path} is missing: submit a folder written by `iwc reproduce` or `iwc assemble`")
+    digest = sha256_file(csv)
+    if not resubmit:
+        refuse_duplicate(folder, digest)
+    return csv, manifest, digest
+
+
+def submit_folder(client: Any, folder: Path, competition: Path, message: str, resubmit: bool = False) -> str:
+    """Validate `folder/submission.csv` against the competition's sample, submit it with `message` plus the
+    manifest hash and git commit, and record it in `folder/submitted.json`; returns the public score.
+    Refuses bytes already submitted from `folder` unless `resubmit`."""
+    from iwc.data.competition import TRAIN_JSON, read_train
+    from iwc.host.kaggle_client import SubmissionRejected
+    from iwc.host.submitted import record
+    from iwc.submission import validate_file
+
+    csv, manifest, digest = submission_files(folder, resubmit)
     sample = competition / "sample_submission.csv"
     problems = validate_file(csv, sample, read_train(competition / TRAIN_JSON)[1]["id"].tolist())
     if problems:
         raise IwcError(f"{csv} is NOT a valid submission, not submitted: " + "; ".join(problems))
     full_message = f"{message} | manifest sha256 {sha256_file(manifest)[:16]} | commit {git_commit()}"
-    return client.submit(csv, full_message)
+    ref = client.create_submission(csv, full_message)
+    record(folder, digest, ref, "accepted", full_message)
+    try:
+        score = client.wait_score(ref, csv)
+    except SubmissionRejected:
+        record(folder, digest, ref, "rejected")
+        raise
+    record(folder, digest, ref, "scored", public_score=score)
+    return score
 
 
 def git_commit() -> str:
@@ -184,11 +211,16 @@ def record_run(backend: Any, run_dir: Path, submission_dir: Path) -> dict[str, A
 
 
 def before_reproduce(args: argparse.Namespace, backend: Any, recipe: Any, run_dir: Path) -> bool:
-    """The Kaggle steps of `iwc reproduce` before the pipeline: check the options, set the wait deadline, and
-    either print the dry run (returns False: stop there) or download the competition's metadata."""
+    """The Kaggle steps of `iwc reproduce` before the pipeline: check the options and, with --submit, that the
+    credential can submit (before hours of training); set the wait deadline; then either print the dry run
+    (returns False: stop there) or download the competition's metadata."""
+    if args.resubmit and not args.submit:
+        raise IwcError("--resubmit goes with --submit")
     if args.backend != "kaggle":
         if args.dry_run or args.timeout:
             raise IwcError("--dry-run and --timeout apply to --backend kaggle only")
+        if args.submit:
+            submit_client(args, backend).check_submission_access()
         return True
     if args.demo:
         raise IwcError("--demo runs the synthetic competition on this machine; with --backend kaggle the kernels "
@@ -199,20 +231,26 @@ def before_reproduce(args: argparse.Namespace, backend: Any, recipe: Any, run_di
         dry_run(backend, recipe, run_dir)
         return False
     download_metadata(backend, Path(args.data or DATA))
+    if args.submit:
+        submit_client(args, backend).check_submission_access()
     return True
+
+
+def submit_client(args: argparse.Namespace, backend: Any) -> Any:
+    """The Kaggle client `--submit` uses: the Kaggle backend's own, else one made now (authenticating)."""
+    return backend.client if args.backend == "kaggle" else _client()
 
 
 def after_reproduce(args: argparse.Namespace, backend: Any, submission_dir: Path, run_dir: Path,
                     data_root: Path) -> None:
     """The Kaggle steps of `iwc reproduce` after the pipeline: record the kernels run in the manifest, and with
-    `--submit` submit the result and print its public score."""
+    `--submit` submit the result (not again when identical, unless `--resubmit`) and print its public score."""
     if args.backend == "kaggle":
         print("kernels run on Kaggle:")
         record_run(backend, run_dir, submission_dir)
     if args.submit:
-        from iwc.host.kaggle_client import KaggleClient
         from iwc.layout import find_competition
 
-        client = backend.client if args.backend == "kaggle" else KaggleClient()
-        score = submit_folder(client, submission_dir, find_competition(data_root), f"iwc reproduce {run_dir.name}")
+        score = submit_folder(submit_client(args, backend), submission_dir, find_competition(data_root),
+                              f"iwc reproduce {run_dir.name}", args.resubmit)
         print(f"public score: {score}")

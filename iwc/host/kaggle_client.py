@@ -32,12 +32,15 @@ from tqdm import tqdm
 
 from iwc.data.competition import MD_JSON, SAMPLE_CSV, TEST_JSON, TRAIN_JSON
 from iwc.errors import IwcError
-from iwc.io import atomic_write, write_json
+from iwc.io import atomic_write, replacing_folder, write_json
 from iwc.layout import COMPETITION_SLUG, RESIZED_DATASET, RESIZED_MARKER
 
 CREDENTIAL_HELP = ("put your Kaggle API token in $KAGGLE_API_TOKEN or ~/.kaggle/access_token (or a kaggle.json in "
                    "$KAGGLE_CONFIG_DIR or ~/.kaggle, or set $KAGGLE_USERNAME and $KAGGLE_KEY); create one at "
                    "https://www.kaggle.com/settings, section API")
+CONFIG_KEYS = ("username", "key")  # what a legacy kaggle.json holds
+KAGGLE_JSON_HELP = ('it must hold {"username": "<your Kaggle user name>", "key": "<your API key>"} (download it '
+                    "at https://www.kaggle.com/settings, section API), or delete it and set $KAGGLE_API_TOKEN")
 METADATA_FILES = (TRAIN_JSON, TEST_JSON, MD_JSON, SAMPLE_CSV)
 FAILED = ("ERROR", "CANCEL_REQUESTED", "CANCEL_ACKNOWLEDGED")
 ATTEMPTS = 6  # tries per call before giving up
@@ -50,6 +53,10 @@ COMPLETE_MARKER = ".iwc-complete.json"  # written last into an unpacked archive'
 
 class _Expired(Exception):
     """A signed download URL answered 403: ask for a fresh one."""
+
+
+class SubmissionRejected(IwcError):
+    """Kaggle scored a submission as ERROR: it does not count as submitted."""
 
 
 class _Cut(Exception):
@@ -224,16 +231,15 @@ class KaggleClient:
     def pull(self, kernel: str, version: int | None, dest: Path) -> tuple[list[str], str]:
         """Download every output file of the version into `dest` (replaced); returns their names and the log.
 
-        Files land in a hidden sibling folder first, renamed to `dest` only when all are complete: an
-        interrupted pull leaves no `dest`. A URL that expired (403) is replaced by a new listing's.
+        Files land in a new sibling folder first (`iwc.io.replacing_folder`), which replaces `dest` only when all
+        are complete: an interrupted pull leaves `dest` as it was. A URL that expired (403) is replaced by a new
+        listing's.
         """
         dest = Path(dest)
         label = kernel_label(kernel, version)
         files, log = self.outputs(kernel, version)
         if not files:
             raise IwcError(f"{label} has no output files: check that it finished (`iwc kaggle status {kernel}`)")
-        partial = dest.with_name(f".{dest.name}.partial")
-        shutil.rmtree(partial, ignore_errors=True)
         urls = {f.name: f.url for f in files}
 
         def locate(name: str) -> Callable[[], Located]:
@@ -246,11 +252,9 @@ class KaggleClient:
                 return url, None
             return fresh
 
-        for f in files:
-            self._fetch(locate(f.name), partial / _safe_relative(f.name, label), f"{label}: {f.name}")
-        if dest.exists():
-            shutil.rmtree(dest)
-        partial.rename(dest)
+        with replacing_folder(dest) as partial:
+            for f in files:
+                self._fetch(locate(f.name), partial / _safe_relative(f.name, label), f"{label}: {f.name}")
         return [f.name for f in files], log
 
     # ---------------------------------------------------------------------------------------- downloads
@@ -400,11 +404,20 @@ class KaggleClient:
 
     # --------------------------------------------------------------------------------------- submission
 
-    def submit(self, csv: Path, message: str, deadline_s: float = 1800) -> str:
-        """Upload `csv` as a submission with `message`, wait until Kaggle scores it; returns the public score."""
+    def check_submission_access(self) -> None:
+        """Fail now, in one `IwcError` line, when this credential cannot submit: Kaggle answers the listing of
+        one's submissions with 403 until the competition's rules are accepted."""
+        from kagglesdk.competitions.types.competition_api_service import ApiListSubmissionsRequest
+
+        request = ApiListSubmissionsRequest()
+        request.competition_name = COMPETITION_SLUG
+        self._call(f"list your submissions to {COMPETITION_SLUG}",
+                   lambda sdk: sdk.competitions.competition_api_client.list_submissions(request))
+
+    def create_submission(self, csv: Path, message: str) -> int:
+        """Upload `csv` as a submission with `message`; returns its ref once Kaggle has accepted it (not scored)."""
         from kagglesdk.competitions.types.competition_api_service import (
             ApiCreateSubmissionRequest,
-            ApiGetSubmissionRequest,
             ApiStartSubmissionUploadRequest,
         )
 
@@ -424,20 +437,26 @@ class KaggleClient:
         if not created.ref:
             raise IwcError(f"Kaggle refused the submission of {csv}: {created.message or 'no reason given'}")
         print(f"submitted {csv} as submission {created.ref}: {created.message or 'waiting for the score'}", flush=True)
+        return int(created.ref)
+
+    def wait_score(self, ref: int, csv: Path, deadline_s: float = 1800) -> str:
+        """Wait until Kaggle scores submission `ref` (of `csv`); returns the public score. Rejected: `IwcError`."""
+        from kagglesdk.competitions.types.competition_api_service import ApiGetSubmissionRequest
+
         get = ApiGetSubmissionRequest()
-        get.ref = created.ref
+        get.ref = ref
         begin, delay = time.monotonic(), self.poll_s
         while True:
-            submission = self._call(f"get submission {created.ref}",
+            submission = self._call(f"get submission {ref}",
                                     lambda sdk: sdk.competitions.competition_api_client.get_submission(get))
             status = submission.status.name
             if status == "COMPLETE":
                 return submission.public_score or ""
             if status == "ERROR":
-                raise IwcError(f"Kaggle rejected submission {created.ref} of {csv}: "
-                               f"{submission.error_description or 'no reason given'}")
+                raise SubmissionRejected(f"Kaggle rejected submission {ref} of {csv}: "
+                                         f"{submission.error_description or 'no reason given'}")
             if time.monotonic() - begin + delay > deadline_s:
-                raise IwcError(f"submission {created.ref} is still {status} after {_minutes(deadline_s)}: see "
+                raise IwcError(f"submission {ref} is still {status} after {_minutes(deadline_s)}: see "
                                f"https://www.kaggle.com/c/{COMPETITION_SLUG}/submissions for its score")
             time.sleep(delay)
             delay = min(delay * 1.5, self.max_poll_s)
@@ -488,16 +507,18 @@ def _authenticate() -> tuple[str, dict[str, str], str]:
     quiet = io.StringIO()
     with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
         try:
-            from kaggle.api.kaggle_api_extended import KaggleApi  # `import kaggle` authenticates: quietly
             from kagglesdk.kaggle_env import get_access_token_from_env
+
+            _, token_source = get_access_token_from_env()
+            config = config_file()
+            check_config_file(config, has_token=bool(token_source))  # before `import kaggle` reads it
+            from kaggle.api.kaggle_api_extended import KaggleApi  # `import kaggle` authenticates: quietly
         except ImportError as e:
             raise IwcError(f"the `kaggle` package is not installed ({e}): run `pip install -e .`") from None
         api = KaggleApi()
         # The class reads these at import; a process may have set them since (as the sandbox tests do).
         api.args = ["--local"] if os.environ.get("KAGGLE_API_ENVIRONMENT") == "LOCALHOST" else []
-        if os.environ.get("KAGGLE_CONFIG_DIR"):
-            api.config_dir = os.environ["KAGGLE_CONFIG_DIR"]
-            api.config = os.path.join(api.config_dir, api.config_file)
+        api.config_dir, api.config = str(config.parent), str(config)
         try:
             api.authenticate()
             ok = bool(api.config_values.get("username"))
@@ -506,21 +527,53 @@ def _authenticate() -> tuple[str, dict[str, str], str]:
         except requests.RequestException as e:
             raise IwcError(f"could not reach Kaggle to check the credential ({type(e).__name__}): check the "
                            "connection and run the command again") from None
-        _, token_source = get_access_token_from_env()
     if token_source:
         source = "$KAGGLE_API_TOKEN" if token_source == "KAGGLE_API_TOKEN" else "~/.kaggle/access_token"
     elif os.environ.get("KAGGLE_KEY"):
         source = "$KAGGLE_USERNAME/$KAGGLE_KEY"
     else:
-        source = api.config
+        source = str(config)
     if not ok:
-        if token_source or os.environ.get("KAGGLE_KEY") or Path(api.config).is_file():
+        if token_source or os.environ.get("KAGGLE_KEY") or config.is_file():
             raise IwcError(f"Kaggle rejected the credential from {source}: check it or make a new one; "
                            f"{CREDENTIAL_HELP}")
         raise IwcError(f"no Kaggle credential found: {CREDENTIAL_HELP}")
     values = api.config_values
     secret = {"token": values["token"]} if values.get("token") else {"key": values.get("key", "")}
     return values["username"], secret, source
+
+
+def config_file() -> Path:
+    """The `kaggle.json` the kaggle package reads now: in $KAGGLE_CONFIG_DIR, else ~/.kaggle (on Linux, when that
+    folder does not exist, $XDG_CONFIG_HOME/kaggle or ~/.config/kaggle)."""
+    if os.environ.get("KAGGLE_CONFIG_DIR"):
+        return Path(os.environ["KAGGLE_CONFIG_DIR"]) / "kaggle.json"
+    folder = Path.home() / ".kaggle"
+    if sys.platform.startswith("linux") and not folder.exists():
+        folder = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "kaggle"
+    return folder / "kaggle.json"
+
+
+def check_config_file(path: Path, has_token: bool) -> None:
+    """Refuse, in one `IwcError` line naming `path`, a `kaggle.json` that the kaggle package would crash on or
+    silently ignore: not readable, not JSON, not an object, a username/key that is no text, or (with no token and
+    no $KAGGLE_USERNAME/$KAGGLE_KEY to make up for it) a username or key missing. An absent file is fine."""
+    if not path.exists():
+        return
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # UnicodeDecodeError is a ValueError
+        raise IwcError(f"{path}: cannot read it as JSON ({type(e).__name__}): {KAGGLE_JSON_HELP}") from None
+    if not isinstance(values, dict):
+        kind = {list: "an array", str: "a string", bool: "true/false", type(None): "null"}.get(type(values), "a number")
+        raise IwcError(f"{path} holds {kind}, not a JSON object: {KAGGLE_JSON_HELP}")  # never its content
+    bad = [k for k in CONFIG_KEYS if k in values and not (isinstance(values[k], str) and values[k].strip())]
+    if bad:
+        raise IwcError(f"{path}: " + " and ".join(f'"{k}"' for k in bad)
+                       + f" must be non-empty text: {KAGGLE_JSON_HELP}")
+    missing = [k for k in CONFIG_KEYS if k not in values and not os.environ.get(f"KAGGLE_{k.upper()}")]
+    if missing and not has_token:
+        raise IwcError(f"{path} has no " + " and no ".join(f'"{k}"' for k in missing) + f": {KAGGLE_JSON_HELP}")
 
 
 def _retrying(what: str, repeatable: bool) -> Retrying:
@@ -610,28 +663,25 @@ def _unwrap_into(downloaded: Path, target: Path, name: str) -> None:
 
 
 def _unpack(archive: Path, folder: Path, keep: set[str] = frozenset()) -> None:
-    """Unzip `archive` into `folder` atomically: into a hidden sibling, marker written last, then renamed.
-
-    Top-level names in `keep` that `folder` already holds are left as they are; the archive is deleted.
-    """
-    partial = folder.with_name(f".{folder.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    with zipfile.ZipFile(archive) as z:
-        names = [m for m in z.namelist() if not m.endswith("/")]
-        for m in names:
-            _safe_relative(m, archive.name)
-        for m in tqdm(names, desc=f"unzip {archive.name}", unit="file", leave=False, file=sys.stdout, disable=None):
-            z.extract(m, partial)
-    write_json(partial / COMPLETE_MARKER, {"archive": archive.name, "files": len(names)})
-    if folder.exists():
-        for name in keep:
-            if (folder / name).exists() and (partial / name).exists():
-                (partial / name).unlink()
-        for entry in folder.iterdir():  # merge what was there (e.g. metadata) under what came
-            if not (partial / entry.name).exists():
-                entry.rename(partial / entry.name)
-        shutil.rmtree(folder)
-    partial.rename(folder)
+    """Unzip `archive` into `folder` atomically (`iwc.io.replacing_folder`, marker written last); the archive is
+    deleted after. What `folder` held beside the archive's files (e.g. the metadata) is copied in, and top-level
+    names in `keep` that `folder` already holds are kept as they are: copied, not moved, so that a failure on the
+    way leaves `folder` whole (a few metadata files, small next to the images)."""
+    with replacing_folder(folder) as new:
+        with zipfile.ZipFile(archive) as z:
+            names = [m for m in z.namelist() if not m.endswith("/")]
+            for m in names:
+                _safe_relative(m, archive.name)
+            for m in tqdm(names, desc=f"unzip {archive.name}", unit="file", leave=False, file=sys.stdout,
+                          disable=None):
+                z.extract(m, new)
+        write_json(new / COMPLETE_MARKER, {"archive": archive.name, "files": len(names)})
+        for entry in sorted(folder.iterdir()) if folder.is_dir() else ():
+            target = new / entry.name
+            if entry.name in keep and target.is_file():
+                target.unlink()
+            if not target.exists():
+                (shutil.copytree if entry.is_dir() else shutil.copy2)(entry, target)
     archive.unlink()
 
 

@@ -36,6 +36,7 @@ from iwc.host.backends import Backend, KernelRun
 from iwc.host.backends.local import LocalBackend
 from iwc.host.bundle import DEFAULT_OWNER, build_kernels
 from iwc.host.runlock import run_lock
+from iwc.host.submitted import RECORD as SUBMITTED
 from iwc.io import atomic_write, read_json_object, replacing_folder, sha256_file, sha256_json, write_json, write_text
 from iwc.provenance import closure_sources, hash_sources, package_sources
 from iwc.recipe import Recipe
@@ -279,6 +280,8 @@ def _assemble(stages: Path, out: Path, recipe: Recipe, truth: Path | None, keys:
     with replacing_folder(out) as new:
         for name in COPIED:
             _copy(aggregate / name, new / name)
+        if (out / SUBMITTED).is_file():  # what was sent to Kaggle from this folder: kept, to refuse duplicates
+            _copy(out / SUBMITTED, new / SUBMITTED)
         for model in recipe.models:
             _copy(stages / model / "working" / model / "training_curves.png", new / f"{model}_training_curves.png")
         if truth is not None:

@@ -4,22 +4,19 @@
 - the competition `iwildcam-2020-fgvc7` = `<data_root>/iwildcam-2020-fgvc7/` (files, zip download, submissions
   scored as categorization accuracy against `<data_root>/ground_truth/test_labels.csv`);
 - the dataset `qitvision/iwildcam2020-256` = `<data_root>/iwildcam2020-256/` (plus any `datasets=` given);
-- kernels: a push stores the source and runs it for real (`iwc.host.sandbox_kernels`); its working dir is served
+- kernels: a push stores the source and runs it for real (`iwc.host.sandbox.kernels`); its working dir is served
   as its outputs.
 The client reaches it with `sb.env` (`KAGGLE_API_ENVIRONMENT=LOCALHOST`, `HTTP_PROXY` = the sandbox, a made-up
-credential). `sb.inject(fault, times, match, **params)` arms a fault (`iwc.host.sandbox_faults.FAULTS`).
-`python -m iwc.host.sandbox` (`invoke kaggle.sandbox`) serves in the foreground for a rehearsal.
+credential). `sb.inject(fault, times, match, **params)` arms a fault (`iwc.host.sandbox.faults.FAULTS`).
+`python -m iwc.host.sandbox` (`iwc.host.sandbox.cli`, `invoke kaggle.sandbox`) serves it in the foreground.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import secrets
-import shlex
 import shutil
-import sys
 import threading
 import zipfile
 from collections.abc import Callable, Mapping
@@ -29,9 +26,9 @@ from typing import Any
 from urllib.parse import quote
 
 from iwc.errors import IwcError
-from iwc.host.sandbox_faults import FAULTS, Faults, parse_fault
-from iwc.host.sandbox_http import ApiError, Link, Redirect, SandboxServer, basic_credentials
-from iwc.host.sandbox_kernels import FINISHED, KernelStore, Version
+from iwc.host.sandbox.faults import Faults
+from iwc.host.sandbox.http import ApiError, Link, Redirect, SandboxServer, basic_credentials
+from iwc.host.sandbox.kernels import FINISHED, KernelStore, Version
 from iwc.io import atomic_write, read_json_object, write_text
 from iwc.layout import COMPETITION_SLUG, RESIZED_DATASET
 
@@ -218,6 +215,9 @@ class Sandbox:
         name = body.get("competitionName", "")
         if name != self.competition:
             raise ApiError(404, f"Competition {name!r} not found (the sandbox serves {self.competition!r})")
+        refused = self.faults.take("rules_not_accepted", name)
+        if refused is not None:
+            raise ApiError(403, refused["message"])
 
     def _list_data_files(self, body: dict[str, Any], user: str) -> dict[str, Any]:
         self._check_competition(body)
@@ -463,54 +463,3 @@ def _submission_json(s: dict[str, Any], user: str) -> dict[str, Any]:
     if status == "ERROR":
         answer["errorDescription"] = s["error"]
     return answer
-
-
-# --- `python -m iwc.host.sandbox` / `invoke kaggle.sandbox` ----------------------------------------------------
-
-def main(argv: list[str] | None = None) -> int:
-    """Serve the sandbox in the foreground until Ctrl-C, after printing the env vars a client needs."""
-    parser = argparse.ArgumentParser(prog="python -m iwc.host.sandbox", description=main.__doc__)
-    parser.add_argument("--data", default="data/demo/medium-seed0",
-                        help="data root laid out like `iwc demo-data`; a missing data/demo/<scale>-seed<N>[-quirks] "
-                             "folder is written first")
-    parser.add_argument("--workdir", default="runs/kaggle-sandbox", help="where kernels run, zips and uploads go")
-    parser.add_argument("--owner", default="sandbox-user", help="the Kaggle user name the made-up token belongs to")
-    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free one)")
-    parser.add_argument("--fault", action="append", default=[],
-                        help="name[:times][,key=value...], repeatable; names: " + ", ".join(FAULTS))
-    args = parser.parse_args(argv)
-    try:
-        return _serve(args)
-    except IwcError as e:
-        print(f"iwc: error: {e}", file=sys.stderr)
-        return 2
-
-
-def _serve(args: argparse.Namespace) -> int:
-    data = Path(args.data)
-    if not (data / COMPETITION_SLUG).is_dir():
-        demo = re.fullmatch(r"(small|medium)-seed(\d+)(-quirks)?", data.name)
-        if not demo:
-            raise IwcError(f"no competition in {data} (no {COMPETITION_SLUG}/ folder): write the synthetic one "
-                           f"with `invoke data.demo --out {data}` or pass --data with a data root")
-        from iwc.host.demo import write_demo
-
-        print(write_demo(data, seed=int(demo[2]), scale=demo[1], quirks=bool(demo[3])).summary())
-    faults = [parse_fault(text) for text in args.fault]
-    with Sandbox(data, Path(args.workdir), owner=args.owner, port=args.port) as sb:
-        for name, times, params in faults:
-            sb.inject(name, times, **params)
-        print(f"Kaggle sandbox serving {data} at {sb.url} (kernels run in {sb.workdir}). In another shell:")
-        for name, value in sb.env.items():
-            print(f"  export {name}={shlex.quote(value)}")
-        print("then run `iwc reproduce --backend kaggle ...` or the `kaggle` CLI; Ctrl-C stops the sandbox.",
-              flush=True)
-        try:
-            threading.Event().wait()
-        except KeyboardInterrupt:
-            print("sandbox stopped")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from iwc.host.backends.local import mount_inputs
-from iwc.host.sandbox_faults import Faults
+from iwc.host.sandbox.faults import Faults
 from iwc.io import write_text
 from iwc.layout import INPUT_ENV, SCRATCH_ENV, WORKING_ENV
 

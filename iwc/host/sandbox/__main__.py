@@ -1,0 +1,7 @@
+"""`python -m iwc.host.sandbox`: see `iwc.host.sandbox.cli`."""
+
+import sys
+
+from iwc.host.sandbox.cli import main
+
+sys.exit(main())
