@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from iwc.errors import IwcError
-from iwc.host.backends.base import KernelRun
+from iwc.host.backends.base import Backend, KernelRun
 from iwc.host.pipeline import STATE_FILE, _run_wave, _waves
 from iwc.io import read_json_object
 from iwc.recipe import DEMO
@@ -14,7 +14,7 @@ from iwc.stages import stage_specs
 SPECS = stage_specs(DEMO)
 
 
-class Together:
+class Together(Backend):
     """A backend whose kernels only finish when both have started: sequential runs break the barrier."""
 
     name = "together"

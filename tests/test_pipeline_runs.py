@@ -16,6 +16,7 @@ from iwc.data.competition import TRAIN_JSON
 from iwc.data.issues import ISSUES_JSON, DataIssues
 from iwc.errors import IwcError
 from iwc.host import pipeline
+from iwc.host.backends import Backend
 from iwc.host.pipeline import reproduce
 from iwc.io import sha256_file
 from iwc.recipe import DEMO, load_recipe
@@ -24,7 +25,7 @@ from iwc.report import METRICS_JSON, VALIDATION, step_labels
 RECIPE = load_recipe("demo")
 
 
-class FakeBackend:
+class FakeBackend(Backend):
     """Writes each stage's outputs at once; `interrupt` / `fail` make the next run of a stage stop midway."""
 
     name = "fake"
