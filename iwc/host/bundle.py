@@ -200,6 +200,8 @@ import tempfile
 """
 
 _BOOTSTRAP = """
+import errno
+
 
 def install_sources(sources):
     # Real files rather than an in-memory importer: tracebacks show the source lines, and worker
@@ -250,6 +252,18 @@ def quiet_progress():
 
 def main():
     quiet_progress()
+    try:  # a full, over-quota or read-only disk (even while the sources are written) is the user's to fix
+        run_entry()
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise
+        where = f"cannot write {e.filename}" if e.filename else "cannot write"
+        print(f"error: {where}: {e.strerror} ({errno.errorcode[e.errno]}): free space on that disk (or choose "
+              "a writable folder), then run again; finished stages are kept", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def run_entry():
     root = install_sources(SOURCES)
     sys.path.insert(0, root)
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))

@@ -221,6 +221,8 @@ def write_demo(out: str | os.PathLike, seed: int = 0, scale: str = "small", prog
     """
     if scale not in SCALES:
         raise IwcError(f"unknown demo scale {scale!r}: use one of {sorted(SCALES)}")
+    if not isinstance(seed, int) or seed < 0:
+        raise IwcError(f"demo seed {seed!r} must be an integer >= 0")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise IwcError(f"{out} is a file: give a folder for the demo competition")
