@@ -201,6 +201,9 @@ import tempfile
 
 _BOOTSTRAP = """
 import errno
+import time
+
+ERROR_GRACE_S = 10
 
 
 def install_sources(sources):
@@ -276,6 +279,10 @@ def run_entry():
         print(f"iwc kernel: {ENTRY} with recipe {recipe.name!r}, code {CODE_SHA256[:12]}", flush=True)
         getattr(importlib.import_module(module), func)(recipe)
     except IwcError as e:
+        if os.environ.get("RANK", "0") != "0":
+            # Under torchrun every process meets the same error: rank 0 says it. Another rank waits for that
+            # (torchrun stops it once rank 0 has exited) and speaks only for an error of its own.
+            time.sleep(ERROR_GRACE_S)
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
     except KeyboardInterrupt:
