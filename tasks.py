@@ -117,7 +117,7 @@ def submission_submit(c, submission_dir, message, data=""):
                          "quirks": "plant the real files' quirks (listed in ground_truth/data_issues.json)"})
 def data_demo(c, out="", seed=0, scale="medium", quirks=False):
     """Write the synthetic competition (exact real formats) to OUT."""
-    from iwc.host.demo import demo_root
+    from iwc.host.synth import demo_root
 
     _iwc(c, "demo-data", out or str(demo_root(Path(DEMO_DATA), seed, scale, quirks)), seed=seed, scale=scale,
          quirks=quirks)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from iwc.data.categories import EMPTY
 from iwc.data.competition import (
     CLAMP_TOLERANCE,
     MD_JSON,
@@ -24,7 +25,8 @@ from iwc.data.competition import (
     check_images,
 )
 from iwc.errors import IwcError
-from iwc.host.demo import EMPTY, HUMAN, DemoInfo, demo_root, write_demo
+from iwc.host.synth import DemoInfo, demo_root, write_demo
+from iwc.host.synth.world import HUMAN
 from iwc.io import sha256_file
 
 IMAGE_FIELDS = {"id": str, "file_name": str, "location": int, "seq_id": str, "seq_num_frames": int,

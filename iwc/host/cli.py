@@ -25,7 +25,7 @@ WEIGHTS_SAVE_HELP = ("save timm's pretrained weights for --arch to a local .safe
 
 
 def _demo_data(args: argparse.Namespace) -> None:
-    from iwc.host.demo import write_demo
+    from iwc.host.synth import write_demo
 
     info = write_demo(Path(args.out), seed=args.seed, scale=args.scale, progress=not args.quiet, quirks=args.quirks)
     print(info.summary())
@@ -73,9 +73,9 @@ def _stage(args: argparse.Namespace) -> None:
 def _reproduce(args: argparse.Namespace) -> None:
     from iwc.host.backends import get_backend
     from iwc.host.bundle import DEFAULT_OWNER
-    from iwc.host.demo import demo_root, write_demo
     from iwc.host.kaggle_cli import after_reproduce, before_reproduce
     from iwc.host.pipeline import reproduce
+    from iwc.host.synth import demo_root, write_demo
     from iwc.recipe import load_recipe
 
     if args.data and Path(args.data).exists() and not Path(args.data).is_dir():

@@ -48,7 +48,7 @@ Handler = Callable[[dict[str, Any], str], "dict[str, Any] | Redirect"]
 class Sandbox:
     """A Kaggle stand-in on loopback; a context manager (`with Sandbox(...) as sb:`) that starts and stops it.
 
-    `data_root` is laid out like `iwc.host.demo.write_demo`'s output; `workdir` receives everything the sandbox
+    `data_root` is laid out like `iwc.host.synth.write_demo`'s output; `workdir` receives everything the sandbox
     writes (zips, uploads, kernel runs, the client config dir). `token` / `key` default to made-up values.
     """
 
@@ -493,7 +493,7 @@ def _serve(args: argparse.Namespace) -> int:
         if not demo:
             raise IwcError(f"no competition in {data} (no {COMPETITION_SLUG}/ folder): write the synthetic one "
                            f"with `invoke data.demo --out {data}` or pass --data with a data root")
-        from iwc.host.demo import write_demo
+        from iwc.host.synth import write_demo
 
         print(write_demo(data, seed=int(demo[2]), scale=demo[1], quirks=bool(demo[3])).summary())
     faults = [parse_fault(text) for text in args.fault]
