@@ -22,6 +22,8 @@ def detect(rng: np.random.Generator, box: tuple[float, float, float, float], vis
 
 
 def detection(category: str, box: tuple[float, float, float, float], conf: float) -> dict:
+    """One detection as the competition file writes it: the box kept inside the frame (at least 0.005 wide and
+    high), coordinates to 4 decimals, `conf` to 3 (at most 0.999)."""
     x, y, bw, bh = box
     x0, y0 = min(max(x, 0.0), 0.99), min(max(y, 0.0), 0.99)
     x1, y1 = min(max(x + bw, x0 + 0.005), 1.0), min(max(y + bh, y0 + 0.005), 1.0)

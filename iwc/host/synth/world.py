@@ -226,6 +226,7 @@ def _next_visit(rng: np.random.Generator, after: datetime) -> datetime:
 
 
 def is_night(when: datetime) -> bool:
+    """Night: 19:00 to 06:00 (grayscale frames under the infrared flash)."""
     return when.hour >= 19 or when.hour < 6
 
 
@@ -268,4 +269,5 @@ def _jitter(rng: np.random.Generator, colour: tuple[int, int, int]) -> tuple[int
 
 
 def uid(rng: np.random.Generator) -> str:
+    """A uuid4-shaped id drawn from `rng` (the competition's ids look like that)."""
     return str(uuid.UUID(bytes=rng.bytes(16), version=4))
