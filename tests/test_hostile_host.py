@@ -45,6 +45,10 @@ def _disk(code: int):
     return patch
 
 
+def _raise_disk_full() -> None:
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "work/full_val.npz")
+
+
 def _null_detections(w: World) -> None:
     data = json.loads((w.comp / MD_JSON).read_text(encoding="utf-8"))
     data["images"][0]["detections"] = None
@@ -58,6 +62,8 @@ CASES = [
     Case("reproduce-quota-writing-kernels", _reproduce(), _text("(EDQUOT)"), patch=_disk(errno.EDQUOT)),
     Case("reproduce-read-only-writing-kernels", _reproduce(), _text("Read-only file system (EROFS)"),
          patch=_disk(errno.EROFS)),
+    Case("stage-disk-full", _stage("full"), _text("cannot write work/full_val.npz: No space left on device"),
+         patch=lambda mp: mp.setattr(layout, "working_dir", _raise_disk_full)),
     # 10: --working-dir names a file
     Case("stage-working-dir-is-a-file",
          lambda w: ["stage", "full", "--input-root", str(w.data), "--working-dir", str(w.sub), "--recipe", "demo"],
