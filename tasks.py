@@ -17,11 +17,34 @@ from pathlib import Path
 from typing import Any
 
 from invoke import Collection, Exit, Task, task
+from invoke.exceptions import ParseError
+from invoke.program import Program
 
 PY = sys.executable
 IWC = [PY, "-m", "iwc.host.cli"]
 RESULTS = "benchmarks/results"
 DEMO_DATA = "data/demo"  # demo-data folders: <scale>-seed<N>[-quirks]
+
+
+def _usage_errors_exit_2() -> None:
+    """Make a bad task option (`invoke reproduce --bogus`) exit 2, as a usage error of `iwc` does, not invoke's 1
+    (the code for a bug). Invoke imports this file before it parses the tasks' options, so wrapping that step
+    here covers every task."""
+    parse_tasks = Program.parse_tasks
+    if getattr(parse_tasks, "exits_2", False):  # this file imported again (the tests load it several times)
+        return
+
+    def parse_tasks_exit_2(self: Program) -> None:
+        try:
+            parse_tasks(self)
+        except ParseError as e:
+            raise Exit(f"iwc: error: {e} see `invoke --help <task>`", code=2) from None
+
+    parse_tasks_exit_2.exits_2 = True
+    Program.parse_tasks = parse_tasks_exit_2
+
+
+_usage_errors_exit_2()
 
 
 def _run(c, words: list[str], options: dict[str, Any]) -> None:
@@ -113,7 +136,7 @@ def _forward(parser: argparse.ArgumentParser, words: list[str], name: str, renam
 
 def _demo_out(values: dict[str, Any]) -> str:
     """data/demo/<scale>-seed<N>[-quirks]"""
-    from iwc.host.demo import demo_root
+    from iwc.host.synth import demo_root
 
     return str(demo_root(Path(DEMO_DATA), values["seed"], values["scale"], bool(values["quirks"])))
 

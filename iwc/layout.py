@@ -39,8 +39,16 @@ def input_root() -> Path:
 
 
 def working_dir() -> Path:
-    """The folder a kernel writes its outputs to: `$IWC_WORKING_DIR`, else `/kaggle/working`."""
-    return Path(os.environ.get(WORKING_ENV) or "/kaggle/working")
+    """The folder a kernel writes its outputs to: `$IWC_WORKING_DIR`, else `/kaggle/working`.
+
+    Raises `IwcError` when it, or the nearest of its parents that exists, is a file, not a folder.
+    """
+    path = Path(os.environ.get(WORKING_ENV) or "/kaggle/working")
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise IwcError(f"working dir {path}: {existing} is a file, not a folder: give a folder for the outputs "
+                       f"(--working-dir or ${WORKING_ENV})")
+    return path
 
 
 def scratch_dir() -> Path:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from iwc.host.demo import DemoInfo, write_demo
+from iwc.host.synth import DemoInfo, write_demo
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import pytest
 
 from iwc.data.competition import SAMPLE_CSV, TRAIN_JSON
 from iwc.host.cli import main
-from iwc.host.demo import DemoInfo
+from iwc.host.synth import DemoInfo
 
 
 def _sample(demo: DemoInfo) -> Path:

@@ -181,7 +181,7 @@ TRAIN_PROBLEMS = [
     (("annotations",), DELETE, "top level: field 'annotations' is missing"),
     (("annotations", 1, "image_id"), "ghost", "annotations[1] (id 'ann1'): field 'image_id' = 'ghost' names no image"),
     (("annotations", 2, "category_id"), 999, "annotations[2] (id 'ann2'): field 'category_id' = 999 is not a category"),
-    (("annotations", 0, "category_id"), None, "annotations[0] (id 'ann0'): field 'category_id' is missing"),
+    (("annotations", 0, "category_id"), None, "annotations[0] (id 'ann0'): field 'category_id' is null"),
     (("categories", 1, "name"), 7, "categories[1] (id 372): field 'name' = 7 is not a string"),
 ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import itertools
 import json
 import re
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from iwc.data.categories import EMPTY
 from iwc.data.competition import (
     CLAMP_TOLERANCE,
     MD_JSON,
@@ -24,7 +26,8 @@ from iwc.data.competition import (
     check_images,
 )
 from iwc.errors import IwcError
-from iwc.host.demo import EMPTY, HUMAN, DemoInfo, demo_root, write_demo
+from iwc.host.synth import DemoInfo, demo_root, write_demo
+from iwc.host.synth.world import HUMAN
 from iwc.io import sha256_file
 
 IMAGE_FIELDS = {"id": str, "file_name": str, "location": int, "seq_id": str, "seq_num_frames": int,
@@ -76,6 +79,18 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(demo: DemoInfo
     second = _tree(other.root)
     assert second.keys() != first.keys()
     assert second[f"iwildcam-2020-fgvc7/{TRAIN_JSON}"] != first[f"iwildcam-2020-fgvc7/{TRAIN_JSON}"]
+
+
+# sha256 of the small seed-0 demo's file tree (path -> sha256, as JSON) as iwc/host/demo.py wrote it before it was
+# split into iwc/host/synth/. A change that means to alter the demo data updates it (and says so); any other
+# change to the demo code must leave it alone. Pillow's JPEG encoder is pinned by docker/requirements.lock.
+SMALL_SEED0_TREE = "d24b569f9f3c3da03bb3595e5bba240948c0e5981974d8c43d2005376ad42e60"
+
+
+def test_the_small_seed0_demo_is_the_same_bytes_as_before_the_split(demo: DemoInfo) -> None:
+    tree = _tree(demo.root)
+    assert len(tree) == 1112
+    assert hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest() == SMALL_SEED0_TREE
 
 
 def test_refuses_a_used_folder_and_an_unknown_scale(demo: DemoInfo, tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ import torch
 
 from iwc import layout
 from iwc.errors import IwcError
-from iwc.host.backends.base import kernel_command
+from iwc.host.backends.base import TORCHRUN, kernel_command
 from iwc.host.backends.local import run_local
 from iwc.host.bundle import build_kernels
 from iwc.recipe import load_recipe
@@ -118,7 +118,7 @@ def test_a_checkpoint_of_two_processes_is_not_resumed_by_one(ddp, tmp_path):
 def test_kernel_command_starts_torchrun_for_several_processes(tmp_path):
     assert kernel_command("k.py", 1, python="py") == ["py", "k.py"]
     assert kernel_command(Path("k.py"), 4, python="py") == [
-        "py", "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "4", "k.py"]
+        "py", "-c", TORCHRUN, "--standalone", "--nproc-per-node", "4", "k.py"]
     with pytest.raises(IwcError, match="at least 1"):
         kernel_command("k.py", 0)
 

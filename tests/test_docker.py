@@ -23,7 +23,7 @@ from test_tasks import _commands, _load_tasks
 import iwc
 from iwc.errors import IwcError
 from iwc.host.backends import get_backend
-from iwc.host.backends.base import KernelRun
+from iwc.host.backends.base import TORCHRUN, KernelRun
 from iwc.host.backends.docker import (
     DockerBackend,
     bind,
@@ -247,7 +247,7 @@ def test_run_argv_defaults_to_this_user_and_asks_no_gpu_for_the_aggregator(tmp_p
 
 def test_several_gpus_run_the_kernel_under_torchrun_in_the_container(tmp_path):
     argv = run_argv(replace(job(tmp_path, "full"), processes=2), "iwc:test")
-    assert argv[argv.index("iwc:test"):] == ["iwc:test", "python", "-m", "torch.distributed.run", "--standalone",
+    assert argv[argv.index("iwc:test"):] == ["iwc:test", "python", "-c", TORCHRUN, "--standalone",
                                              "--nproc-per-node", "2", "/kaggle/src/iwc_full.py"]
 
 

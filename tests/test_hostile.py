@@ -25,7 +25,7 @@ import pytest
 from iwc import submission as submission_mod
 from iwc.data.competition import MD_JSON, SAMPLE_CSV, TEST_JSON, TRAIN_JSON
 from iwc.host.cli import main
-from iwc.host.demo import DemoInfo
+from iwc.host.synth import DemoInfo
 from iwc.layout import COMPETITION_SLUG, INPUT_ENV, WORKING_ENV
 from iwc.submission import write_submission
 

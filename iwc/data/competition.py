@@ -176,7 +176,8 @@ class _Records:
         self.report.count(max(0, len(labels) - MAX_SHOWN))
 
     def field(self, name: str, kind: _Kind, default: Any = _REQUIRED) -> pd.Series:
-        """Column `name` converted to `kind`; missing or wrong values are reported instead.
+        """Column `name` converted to `kind`; missing, null (JSON `null`: None, where an absent key is NaN) or
+        wrong values are reported instead.
 
         After a reported problem the column comes back unconverted: raise before using it.
         """
@@ -188,7 +189,7 @@ class _Records:
         if default is not _REQUIRED:
             values = values.where(~missing, default)
             missing = pd.Series(False, index=values.index)
-        self.flag(missing, lambda r: f"field {name!r} is missing")
+        self.flag(missing, lambda r: f"field {name!r} is {'null' if values.at[r] is None else 'missing'}")
         bad = np.zeros(len(values), dtype=bool)
         bad[~missing.to_numpy()] = ~kind.valid(values[~missing])
         self.flag(bad, lambda r: f"field {name!r} = {_show(values.at[r])} is not {kind.text}")

@@ -194,6 +194,11 @@ import tempfile
 """
 
 _BOOTSTRAP = """
+import errno
+import time
+
+ERROR_GRACE_S = 10
+
 
 def install_sources(sources):
     # Real files rather than an in-memory importer: tracebacks show the source lines, and worker
@@ -244,6 +249,18 @@ def quiet_progress():
 
 def main():
     quiet_progress()
+    try:  # a full, over-quota or read-only disk (even while the sources are written) is the user's to fix
+        run_entry()
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise
+        where = f"cannot write {e.filename}" if e.filename else "cannot write"
+        print(f"error: {where}: {e.strerror} ({errno.errorcode[e.errno]}): free space on that disk (or choose "
+              "a writable folder), then run again; finished stages are kept", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def run_entry():
     root = install_sources(SOURCES)
     sys.path.insert(0, root)
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
@@ -256,6 +273,10 @@ def main():
         print(f"iwc kernel: {ENTRY} with recipe {recipe.name!r}, code {CODE_SHA256[:12]}", flush=True)
         getattr(importlib.import_module(module), func)(recipe, STAGE)
     except IwcError as e:
+        if os.environ.get("RANK", "0") != "0":
+            # Under torchrun every process meets the same error: rank 0 says it. Another rank waits for that
+            # (torchrun stops it once rank 0 has exited) and speaks only for an error of its own.
+            time.sleep(ERROR_GRACE_S)
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
     except KeyboardInterrupt:

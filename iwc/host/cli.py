@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from iwc.errors import IwcError
+from iwc.errors import IwcError, disk_error
 
 DEMO_DATA = Path("data/demo")
 QUIRKS_HELP = ("plant the real files' quirks (boxes past the frame, missing detector entries, sample Ids without "
@@ -26,7 +26,7 @@ WEIGHTS_SAVE_HELP = ("save timm's pretrained weights for --arch to a local .safe
 
 
 def _demo_data(args: argparse.Namespace) -> None:
-    from iwc.host.demo import write_demo
+    from iwc.host.synth import write_demo
 
     info = write_demo(Path(args.out), seed=args.seed, scale=args.scale, progress=not args.quiet, quirks=args.quirks)
     print(info.summary())
@@ -40,7 +40,7 @@ def _validate(args: argparse.Namespace) -> None:
     problems = validate_file(Path(args.submission), Path(args.sample), _category_ids(args.categories, args.sample))
     if problems:
         raise IwcError(f"{args.submission} is NOT a valid submission:\n  - " + "\n  - ".join(problems))
-    print(f"{args.submission}: valid ({_count_rows(Path(args.submission))} rows)")
+    print(f"{args.submission}: valid ({_row_count(Path(args.submission))})")
 
 
 def _assemble(args: argparse.Namespace) -> None:
@@ -75,11 +75,14 @@ def _stage(args: argparse.Namespace) -> None:
 def _reproduce(args: argparse.Namespace) -> None:
     from iwc.host.backends import get_backend
     from iwc.host.bundle import DEFAULT_OWNER
-    from iwc.host.demo import demo_root, write_demo
     from iwc.host.kaggle_cli import after_reproduce, before_reproduce
     from iwc.host.pipeline import reproduce
+    from iwc.host.synth import demo_root, write_demo
     from iwc.recipe import load_recipe
 
+    if args.data and Path(args.data).exists() and not Path(args.data).is_dir():
+        raise IwcError(f"--data {args.data} is a file, not a data folder: give the folder that holds the competition "
+                       "files and the 256 px dataset as Kaggle's downloads lay them out (or use --demo)")
     overrides = [*args.set, *([f"seed={args.seed}"] if args.seed is not None else [])]
     recipe = load_recipe(args.recipe or ("demo" if args.demo else "reference"), overrides)
     if args.gpus < 1 or (args.gpus > 1 and args.backend == "kaggle"):
@@ -181,9 +184,35 @@ def _require_file(path: str, what: str) -> None:
         raise IwcError(f"{what} {path}: no such file")
 
 
-def _count_rows(path: Path) -> int:
-    with open(path, encoding="utf-8") as f:
-        return sum(1 for _ in f) - 1
+def _row_count(path: Path) -> str:
+    """"N rows" as the validator read them; blank lines are no rows (pandas and Kaggle's reader skip them, so
+    they do not make a submission invalid), and are counted apart so that the line count still adds up."""
+    from iwc.submission import read_csv_strings
+
+    rows = len(read_csv_strings(path))
+    with open(path, encoding="utf-8", errors="replace") as f:
+        blank = sum(1 for line in f if not line.strip())
+    return f"{rows} rows" + (f"; {blank} blank line{'s' * (blank != 1)} skipped" if blank else "")
+
+
+def _data_seed(text: str) -> int:
+    """A synthetic competition's seed: an integer >= 0 (numpy's generators take no negative seed)."""
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if seed < 0:
+        raise argparse.ArgumentTypeError(f"{seed} is negative: give a seed >= 0")
+    return seed
+
+
+def _printable_streams() -> None:
+    """Let stdout and stderr print any path: a file name holding bytes the console's encoding cannot show
+    comes out backslash-escaped instead of raising `UnicodeEncodeError` after the work is done."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)  # absent on replaced streams (tests, pipes of tools)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
 
 
 class Parser(argparse.ArgumentParser):
@@ -207,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("demo-data", _demo_data, "write the synthetic competition (exact real formats) to OUT")
     p.add_argument("out", help="folder to write")
-    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, byte-identical files)")
+    p.add_argument("--seed", type=_data_seed, default=0,
+                   help="seed of the synthetic competition (>= 0; same seed, byte-identical files)")
     p.add_argument("--scale", choices=["small", "medium"], default="medium")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--quirks", action="store_true", help=QUIRKS_HELP)
@@ -234,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo", action="store_true", help="the built-in synthetic competition and the demo recipe")
     p.add_argument("--data", help="folder holding the competition data (default data/kaggle; with --demo "
                                   "data/demo/<scale>-seed<N>)")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic competition (with --demo)")
+    p.add_argument("--data-seed", type=_data_seed, default=0, help="seed of the synthetic competition (with --demo)")
     p.add_argument("--quirks", action="store_true",
                    help=f"with --demo: {QUIRKS_HELP} (data in data/demo/<scale>-seed<N>-quirks)")
     p.add_argument("--scale", choices=["small", "medium"], default="medium", help="size of the synthetic competition")
@@ -289,11 +319,18 @@ def _add_recipe_args(p: argparse.ArgumentParser, default: str = "reference") -> 
 
 
 def main(argv: list[str] | None = None) -> int:
+    _printable_streams()
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
     except IwcError as e:
         print(f"iwc: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full, over-quota or read-only disk is the user's to fix; anything else is a bug
+        error = disk_error(e)
+        if error is None:
+            raise
+        print(f"iwc: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:  # `reproduce` says how to resume
         print(f"iwc: interrupted{f': {e}' if str(e) else ''}", file=sys.stderr)

@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from iwc.data.competition import MD_JSON, SAMPLE_CSV, TEST_JSON, TRAIN_JSON
 from iwc.errors import IwcError
+from iwc.host.logtext import is_progress, meaningful
 from iwc.io import atomic_write, replacing_folder, write_json
 from iwc.layout import COMPETITION_SLUG, RESIZED_DATASET, RESIZED_MARKER
 
@@ -186,6 +187,7 @@ class KaggleClient:
                     return
                 if status in FAILED:
                     tail = self.log_tail(kernel, version)
+                    failure = "" if is_progress(failure or "") else failure  # a bar's fragment says nothing
                     raise IwcError(f"{label} ended {status}" + (f": {failure}" if failure else "")
                                    + (". Last lines of its log:\n" + "\n".join(tail) if tail else ""))
                 if elapsed + delay > deadline_s:
@@ -198,9 +200,9 @@ class KaggleClient:
                            f"to wait again, {resume}") from None
 
     def log_tail(self, kernel: str, version: int | None, lines: int = TAIL_LINES) -> list[str]:
-        """The last `lines` lines of the version's log ([] when Kaggle has none)."""
+        """The last `lines` meaningful lines of the version's log, progress bars left out ([] when it has none)."""
         _, _, log = self._list_outputs_page(kernel, version, None)
-        return log_lines(log)[-lines:]
+        return meaningful(log_lines(log))[-lines:]
 
     def outputs(self, kernel: str, version: int | None) -> tuple[list[OutputFile], str]:
         """Every output file of the version (all pages) and its log text."""

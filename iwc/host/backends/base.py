@@ -69,12 +69,31 @@ class Backend:
         raise NotImplementedError
 
 
+# torchrun, exiting as its processes do: a process's exit code (2 after its `error:` line) is torchrun's own, where
+# plain torchrun turns any failure into 1 and prints a ChildFailedError traceback and log lines after the error
+# (its logs are silenced; the processes print their own output and tracebacks). Python code, not a module of
+# iwc: the Docker image runs it with no iwc installed.
+TORCHRUN = """\
+import logging, sys
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.run import parse_args, run
+logging.getLogger("torch.distributed").handlers = [logging.NullHandler()]
+try:
+    run(parse_args(sys.argv[1:]))
+except ChildFailedError as e:
+    rank, failure = e.get_first_failure()
+    code = failure.exitcode if failure.exitcode >= 0 else 128 - failure.exitcode
+    if code != 2:
+        print(f"torchrun: the process of rank {rank} ended with exit code {failure.exitcode}", file=sys.stderr)
+    sys.exit(code)
+"""
+
+
 def kernel_command(kernel_file: str | PurePath, processes: int = 1, python: str = sys.executable) -> list[str]:
     """The command that runs a kernel file: `python FILE`, or with `processes` > 1 torchrun starting that many
-    copies of it on this machine (DistributedDataParallel training, one GPU each)."""
+    copies of it on this machine (DistributedDataParallel training, one GPU each; see `TORCHRUN`)."""
     if processes < 1:
         raise IwcError(f"--gpus {processes}: the number of processes must be at least 1")
     if processes == 1:
         return [python, str(kernel_file)]
-    return [python, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes),
-            str(kernel_file)]
+    return [python, "-c", TORCHRUN, "--standalone", "--nproc-per-node", str(processes), str(kernel_file)]

@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 
 from iwc.errors import IwcError
 from iwc.host.backends.base import Backend, KernelRun, kernel_command
+from iwc.host.logtext import meaningful
 from iwc.layout import INPUT_ENV, WORKING_ENV
 
 ERROR_PREFIX = "error: "  # how a kernel prints an IwcError before it exits 2 (the bootstrap in iwc.host.bundle)
@@ -144,11 +145,12 @@ def user_paths(text: str, paths: Mapping[str, Path]) -> str:
 def _stream(cmd: list[str], env: dict[str, str], cwd: Path, log_path: Path | None) -> tuple[int, str, list[str]]:
     """Run `cmd`, copying its output line by line to the console and the log; never leaves it running.
 
-    Returns the exit code, the last non-blank line, and the kernel's error lines when it stopped on an
-    `IwcError` (else []). Lines from the last one starting with `ERROR_PREFIX` on are held back from the
-    console: they are that error when the kernel then exits with `ERROR_EXIT`, and are shown otherwise.
+    Returns the exit code, the last meaningful line (no progress bar), and the kernel's error lines when it
+    stopped on an `IwcError` (else []). Lines from the last one starting with `ERROR_PREFIX` on are held back from
+    the console: they are that error when the kernel then exits with `ERROR_EXIT`, and are shown otherwise. The
+    same error printed again (by another process of a torchrun job) is that error once: logged, not repeated.
     """
-    last, held = "", []
+    last, held, repeat = "", [], []
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     # The log is written as it comes (not atomically): a running kernel's log should be readable.
@@ -161,7 +163,14 @@ def _stream(cmd: list[str], env: dict[str, str], cwd: Path, log_path: Path | Non
                 log.write(text)
                 log.flush()
                 line = text.rstrip("\r\n").rsplit("\r", 1)[-1]
-                last = line if line.strip() else last
+                last = line if meaningful([line]) else last
+                if repeat and line == repeat[0]:  # the rest of a repeated error
+                    repeat.pop(0)
+                    continue
+                repeat = []
+                if held and line == held[0]:  # under torchrun each process prints the error it stopped on: once
+                    repeat = held[1:]
+                    continue
                 if line.startswith(ERROR_PREFIX):  # an earlier error line was not the end: show it after all
                     _echo("".join(f"{h}\n" for h in held))
                     held = []

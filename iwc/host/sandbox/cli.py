@@ -65,7 +65,7 @@ def _serve(args: argparse.Namespace) -> int:
         if not demo:
             raise IwcError(f"no competition in {data} (no {COMPETITION_SLUG}/ folder): write the synthetic one "
                            f"with `invoke data.demo --out {data}` or pass --data with a data root")
-        from iwc.host.demo import write_demo
+        from iwc.host.synth import write_demo
 
         print(write_demo(data, seed=int(demo[2]), scale=demo[1], quirks=bool(demo[3])).summary())
     from iwc.host.sandbox.server import Sandbox

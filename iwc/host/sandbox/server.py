@@ -45,7 +45,7 @@ Handler = Callable[[dict[str, Any], str], "dict[str, Any] | Redirect"]
 class Sandbox:
     """A Kaggle stand-in on loopback; a context manager (`with Sandbox(...) as sb:`) that starts and stops it.
 
-    `data_root` is laid out like `iwc.host.demo.write_demo`'s output; `workdir` receives everything the sandbox
+    `data_root` is laid out like `iwc.host.synth.write_demo`'s output; `workdir` receives everything the sandbox
     writes (zips, uploads, kernel runs, the client config dir). `token` / `key` default to made-up values.
     """
 
