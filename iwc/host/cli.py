@@ -73,9 +73,8 @@ def _stage(args: argparse.Namespace) -> None:
 
 
 def _reproduce(args: argparse.Namespace) -> None:
-    from iwc.host.backends import get_backend
-    from iwc.host.bundle import DEFAULT_OWNER
-    from iwc.host.kaggle_cli import after_reproduce, before_reproduce
+    from iwc.host.backends import RunOptions, get_backend
+    from iwc.host.kaggle_cli import DATA, check_submit, submit_result
     from iwc.host.pipeline import reproduce
     from iwc.host.synth import demo_root, write_demo
     from iwc.recipe import load_recipe
@@ -85,15 +84,16 @@ def _reproduce(args: argparse.Namespace) -> None:
                        "files and the 256 px dataset as Kaggle's downloads lay them out (or use --demo)")
     overrides = [*args.set, *([f"seed={args.seed}"] if args.seed is not None else [])]
     recipe = load_recipe(args.recipe or ("demo" if args.demo else "reference"), overrides)
-    if args.gpus < 1 or (args.gpus > 1 and args.backend == "kaggle"):
-        raise IwcError(f"--gpus {args.gpus}: give at least 1, and more only with --backend local or docker "
-                       "(a Kaggle session runs one process)")
     backend = get_backend(args.backend)
-    name = args.run or recipe.name
-    if not before_reproduce(args, backend, recipe, Path("runs") / name):  # Kaggle's steps; False after --dry-run
-        return
+    options = RunOptions(Path(args.data or DATA), demo=args.demo, dry_run=args.dry_run, timeout=args.timeout,
+                         gpus=args.gpus)
+    backend.check(options)
     if args.quirks and not args.demo:
         raise IwcError("--quirks plants defects in the synthetic competition: use it with --demo")
+    check_submit(args, backend)  # with --submit: the credential can submit, before hours of training
+    name = args.run or recipe.name
+    if not backend.before_run(recipe, Path("runs") / name, options):  # False after a dry run
+        return
     if args.demo:
         root = Path(args.data) if args.data else demo_root(DEMO_DATA, args.data_seed, args.scale, args.quirks)
         if not (root / "ground_truth").is_dir():
@@ -102,17 +102,18 @@ def _reproduce(args: argparse.Namespace) -> None:
             print(f"synthetic competition (seed {args.data_seed}, {args.scale}"
                   f"{', quirks' if args.quirks else ''}): reusing {root}")
     else:
-        root = Path(args.data or "data/kaggle")
+        root = options.data_root
     truth = root / "ground_truth" / "test_labels.csv"
     result = reproduce(root, recipe, Path("runs") / name, Path("submissions") / name,
                        truth=truth if truth.is_file() else None, force=args.force, backend=backend,
-                       gpus=args.gpus, owner=getattr(backend, "owner", DEFAULT_OWNER))
+                       gpus=args.gpus, owner=backend.owner)
     ran, skipped = ", ".join(result.ran) or "none", ", ".join(result.skipped) or "none"
     print(f"\nstages run: {ran}; skipped (unchanged): {skipped}")
     print(result.table)
     print(f"\nsubmission: {result.submission_dir / 'submission.csv'} (validated); report: "
           f"{result.submission_dir / 'report.md'}")
-    after_reproduce(args, backend, result.submission_dir, Path("runs") / name, root)
+    backend.after_run(Path("runs") / name, result.submission_dir)
+    submit_result(args, backend, result.submission_dir, root)
 
 
 def _doctor(args: argparse.Namespace) -> None:
@@ -223,6 +224,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from iwc.host.backends import BACKENDS
     from iwc.host.kaggle_cli import RESUBMIT_HELP
     from iwc.host.kaggle_cli import add_commands as add_kaggle_commands
 
@@ -271,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="the recipe's seed (training, split, TTA)")
     p.add_argument("--run", help="run name: runs/<run>/ and submissions/<run>/ (default: the recipe name)")
     p.add_argument("--force", action="store_true", help="rerun every stage even if its inputs are unchanged")
-    p.add_argument("--backend", default="local",
+    p.add_argument("--backend", default="local", choices=list(BACKENDS),
                    help="where the kernels run: local (here) | docker (the CUDA image) | kaggle (Kaggle's GPUs)")
     p.add_argument("--dry-run", action="store_true", help="with --backend kaggle: print the kernels that would be "
                                                           "pushed (ids, sources, machine, internet, GPU); push nothing")

@@ -170,11 +170,6 @@ def git_commit() -> str:
 
 # ------------------------------------------------------------------------------- iwc reproduce --backend kaggle
 
-def download_metadata(backend: Any, data_root: Path) -> None:
-    """Fetch the competition's metadata files into `data_root`: the pipeline keys and assembles from them."""
-    backend.client.download_competition(data_root)
-
-
 def dry_run(backend: Any, recipe: Any, run_dir: Path) -> None:
     """Print what `iwc reproduce --backend kaggle` would push, for the credential's user; push nothing."""
     from iwc.host.bundle import build_kernels
@@ -210,47 +205,21 @@ def record_run(backend: Any, run_dir: Path, submission_dir: Path) -> dict[str, A
     return kaggle
 
 
-def before_reproduce(args: argparse.Namespace, backend: Any, recipe: Any, run_dir: Path) -> bool:
-    """The Kaggle steps of `iwc reproduce` before the pipeline: check the options and, with --submit, that the
-    credential can submit (before hours of training); set the wait deadline; then either print the dry run
-    (returns False: stop there) or download the competition's metadata."""
+def check_submit(args: argparse.Namespace, backend: Any) -> None:
+    """With `--submit`: that the backend's Kaggle credential can submit (and the rules were accepted), before
+    hours of training. `--resubmit` alone is refused."""
     if args.resubmit and not args.submit:
         raise IwcError("--resubmit goes with --submit")
-    if args.backend != "kaggle":
-        if args.dry_run or args.timeout:
-            raise IwcError("--dry-run and --timeout apply to --backend kaggle only")
-        if args.submit:
-            submit_client(args, backend).check_submission_access()
-        return True
-    if args.demo:
-        raise IwcError("--demo runs the synthetic competition on this machine; with --backend kaggle the kernels "
-                       "read Kaggle's data: drop --demo (--recipe demo keeps the small recipe)")
-    if args.timeout:
-        backend.deadline_s = args.timeout
-    if args.dry_run:
-        dry_run(backend, recipe, run_dir)
-        return False
-    download_metadata(backend, Path(args.data or DATA))
     if args.submit:
-        submit_client(args, backend).check_submission_access()
-    return True
+        backend.submission_client().check_submission_access()
 
 
-def submit_client(args: argparse.Namespace, backend: Any) -> Any:
-    """The Kaggle client `--submit` uses: the Kaggle backend's own, else one made now (authenticating)."""
-    return backend.client if args.backend == "kaggle" else _client()
-
-
-def after_reproduce(args: argparse.Namespace, backend: Any, submission_dir: Path, run_dir: Path,
-                    data_root: Path) -> None:
-    """The Kaggle steps of `iwc reproduce` after the pipeline: record the kernels run in the manifest, and with
-    `--submit` submit the result (not again when identical, unless `--resubmit`) and print its public score."""
-    if args.backend == "kaggle":
-        print("kernels run on Kaggle:")
-        record_run(backend, run_dir, submission_dir)
+def submit_result(args: argparse.Namespace, backend: Any, submission_dir: Path, data_root: Path) -> None:
+    """With `--submit`: submit the run's result (not again when identical, unless `--resubmit`) and print its
+    public score."""
     if args.submit:
         from iwc.layout import find_competition
 
-        score = submit_folder(submit_client(args, backend), submission_dir, find_competition(data_root),
-                              f"iwc reproduce {run_dir.name}", args.resubmit)
+        score = submit_folder(backend.submission_client(), submission_dir, find_competition(data_root),
+                              f"iwc reproduce {submission_dir.name}", args.resubmit)
         print(f"public score: {score}")

@@ -1,28 +1,26 @@
-"""Execution backends: `get_backend(name)` -> an object with `run(KernelRun) -> outputs folder`."""
+"""Execution backends, in one registry: `get_backend(name)` -> a `Backend` that runs `KernelRun`s."""
 
 from __future__ import annotations
 
-from iwc.errors import IwcError
-from iwc.host.backends.base import Backend, KernelRun
+import importlib
 
-BACKENDS = ("local", "docker", "kaggle")
+from iwc.errors import IwcError
+from iwc.host.backends.base import Backend, KernelRun, RunOptions
+
+# name -> "module:class", imported on first use (the Kaggle backend imports the kaggle client)
+BACKENDS = {
+    "local": "iwc.host.backends.local:LocalBackend",
+    "docker": "iwc.host.backends.docker:DockerBackend",
+    "kaggle": "iwc.host.backends.kaggle:KaggleBackend",
+}
 
 
 def get_backend(name: str) -> Backend:
-    """The backend called `name` (one of `BACKENDS`)."""
-    if name == "local":
-        from iwc.host.backends.local import LocalBackend
-
-        return LocalBackend()
-    if name == "docker":
-        from iwc.host.backends.docker import DockerBackend
-
-        return DockerBackend()
-    if name == "kaggle":
-        from iwc.host.backends.kaggle import KaggleBackend
-
-        return KaggleBackend()
-    raise IwcError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
+    """A new backend of kind `name` (one of `BACKENDS`)."""
+    if name not in BACKENDS:
+        raise IwcError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
+    module, _, cls = BACKENDS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)()
 
 
-__all__ = ["BACKENDS", "Backend", "KernelRun", "get_backend"]
+__all__ = ["BACKENDS", "Backend", "KernelRun", "RunOptions", "get_backend"]

@@ -8,8 +8,11 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
+from typing import Any
 
 from iwc.errors import IwcError
+from iwc.host.bundle import DEFAULT_OWNER
+from iwc.recipe import Recipe
 from iwc.stages import StageSpec
 
 BACKEND_STATE = "backend.json"  # see KernelRun.state_path
@@ -50,16 +53,57 @@ class KernelRun:
         return self.stage_dir / BACKEND_STATE
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """What the user asked of `iwc reproduce` that a backend may act on."""
+
+    data_root: Path
+    demo: bool = False
+    dry_run: bool = False  # print what would run; run nothing
+    timeout: float | None = None  # seconds to wait for each kernel
+    gpus: int = 1
+
+
 class Backend:
     """Runs kernels somewhere: this machine, a Docker container, Kaggle. Each backend subclasses this and
-    declares what it does: `parallel`, kernels that do not depend on each other may run at the same time
-    (they run elsewhere); `attaches_inputs`, the backend attaches the competition and datasets itself
-    (Kaggle), so only the competition's metadata files are needed here.
+    declares what it does:
+
+    - `parallel`: kernels that do not depend on each other may run at the same time (they run elsewhere);
+    - `attaches_inputs`: it attaches the competition and datasets itself (Kaggle), so only the competition's
+      metadata files are needed here;
+    - `accepts`: the options of `RunOptions` beyond the data, `--demo` and `--gpus` that it acts on
+      (`dry_run`, `timeout`); `max_gpus`: the most processes a kernel may train in (None: the machine's GPUs);
+    - the hooks around a run: `check` (before any work), `before_run`, `after_run`.
     """
 
     name: str = ""
     parallel: bool = False
     attaches_inputs: bool = False
+    accepts: frozenset[str] = frozenset()
+    max_gpus: int | None = None
+    owner: str = DEFAULT_OWNER  # the Kaggle user the generated kernels name
+
+    def check(self, options: RunOptions) -> None:
+        """Refuse, in one `IwcError` line, what this backend cannot do with `options`: before any work."""
+        for option in ("dry_run", "timeout"):
+            if getattr(options, option) and option not in self.accepts:
+                raise IwcError(f"--{option.replace('_', '-')} does not apply to --backend {self.name}")
+        if options.gpus < 1 or (self.max_gpus is not None and options.gpus > self.max_gpus):
+            most = f"at most {self.max_gpus}" if self.max_gpus is not None else "any number"
+            raise IwcError(f"--gpus {options.gpus}: give at least 1, and with --backend {self.name} {most}")
+
+    def before_run(self, recipe: Recipe, run_dir: Path, options: RunOptions) -> bool:
+        """Work before the first stage (e.g. fetch the competition's metadata); False: stop here (a dry run)."""
+        return True
+
+    def after_run(self, run_dir: Path, submission_dir: Path) -> None:
+        """Work after `submission_dir` is assembled (e.g. record where the kernels ran in its manifest)."""
+
+    def submission_client(self) -> Any:
+        """The Kaggle client that submits this run's result (`--submit`)."""
+        from iwc.host.kaggle_client import KaggleClient
+
+        return KaggleClient()
 
     def run(self, job: KernelRun) -> Path:
         """Run `job` to completion; returns the folder holding its outputs (its `/kaggle/working`).

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from iwc.errors import IwcError
-from iwc.host.backends.base import BACKEND_STATE, Backend, KernelRun
+from iwc.host.backends.base import BACKEND_STATE, Backend, KernelRun, RunOptions
 from iwc.host.kaggle_client import FAILED, KaggleClient, log_lines, read_kernel_metadata
 from iwc.io import read_json_object, write_json
+from iwc.recipe import Recipe
 
 DEADLINE_S = 13 * 3600.0  # Kaggle stops a session after 12 h; an hour more for the queue
 RESUME = "run the same `iwc reproduce --backend kaggle ...` command again (it pushes again only a kernel that failed)"
@@ -29,6 +30,8 @@ class KaggleBackend(Backend):
     name = "kaggle"
     parallel = True  # kernels wait on Kaggle, not here: independent stages can run together
     attaches_inputs = True  # Kaggle mounts the sources named in the metadata; nothing local is mounted
+    accepts = frozenset({"dry_run", "timeout"})
+    max_gpus = 1  # a Kaggle session runs one process
 
     def __init__(self, client: KaggleClient | None = None, deadline_s: float = DEADLINE_S) -> None:
         self._client, self.deadline_s = client, deadline_s
@@ -43,6 +46,34 @@ class KaggleBackend(Backend):
     def owner(self) -> str:
         """The Kaggle user the credential belongs to: the owner of every kernel id."""
         return self.client.owner
+
+    def check(self, options: RunOptions) -> None:
+        super().check(options)
+        if options.demo:
+            raise IwcError("--demo runs the synthetic competition on this machine; with --backend kaggle the "
+                           "kernels read Kaggle's data: drop --demo (--recipe demo keeps the small recipe)")
+        if options.timeout:
+            self.deadline_s = options.timeout
+
+    def before_run(self, recipe: Recipe, run_dir: Path, options: RunOptions) -> bool:
+        """A dry run prints what would be pushed (returns False); otherwise the competition's metadata files are
+        fetched into the data root: the pipeline keys and assembles from them."""
+        from iwc.host.kaggle_cli import dry_run
+
+        if options.dry_run:
+            dry_run(self, recipe, run_dir)
+            return False
+        self.client.download_competition(options.data_root)
+        return True
+
+    def after_run(self, run_dir: Path, submission_dir: Path) -> None:
+        from iwc.host.kaggle_cli import record_run
+
+        print("kernels run on Kaggle:")
+        record_run(self, run_dir, submission_dir)
+
+    def submission_client(self) -> KaggleClient:
+        return self.client
 
     def run(self, job: KernelRun) -> Path:
         meta = read_kernel_metadata(job.kernel_dir)
