@@ -69,20 +69,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                        args.seed)
     full, crop, seq_keys, sample = data["full"], data["crop"], data["seq_keys"], data["sample"]
     union = np.union1d(full.category_ids, crop.category_ids)
-    blended = blend(full, crop, REFERENCE.blend)
+    tables, weights = {"full": full, "crop": crop}, REFERENCE.blend.weights
+    blended = blend(tables, weights, full.image_ids)
     predicted = blended.argmax_category()
     keys = seq_keys.reindex(blended.image_ids).to_numpy()
-    predictions = combine(full, crop, seq_keys, REFERENCE)
+    predictions = combine(tables, full.image_ids, seq_keys, REFERENCE)
     submission = assemble(sample, predictions)
     mean_recipe = replace(REFERENCE, sequences=Sequences(vote="mean_prob"))
     steps: dict[str, Callable[[], Any]] = {
         "align_crop": lambda: align(crop, union),
-        "blend": lambda: blend(full, crop, REFERENCE.blend),
+        "blend": lambda: blend(tables, weights, full.image_ids),
         "argmax": blended.argmax_category,
         "sequence_vote": lambda: sequence_vote(predicted, keys),
         "mean_prob_vote": lambda: mean_prob_vote(blended, keys),
-        "total": lambda: combine(full, crop, seq_keys, REFERENCE),
-        "total_mean_prob": lambda: combine(full, crop, seq_keys, mean_recipe),
+        "total": lambda: combine(tables, full.image_ids, seq_keys, REFERENCE),
+        "total_mean_prob": lambda: combine(tables, full.image_ids, seq_keys, mean_recipe),
         "assemble": lambda: assemble(sample, predictions),
         "validate": lambda: validate(submission, sample, union),
     }

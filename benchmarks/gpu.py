@@ -35,8 +35,8 @@ from iwc.recipe import REFERENCE, TTA, Model
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    m = dataclasses.replace(REFERENCE.full, pretrained=False, image_size=args.size, cache_size=args.cache_size,
-                            batch_size=args.batch)
+    m = dataclasses.replace(REFERENCE.models["full"], pretrained=False, image_size=args.size,
+                            cache_size=args.cache_size, batch_size=args.batch)
     result = {
         "torch": torch.__version__,
         "settings": {"arch": m.arch, "image_size": m.image_size, "cache_size": m.cache_size,

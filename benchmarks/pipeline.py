@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> dict:
                     "torch": torch.__version__, "torchvision": torchvision.__version__,
                     "timm": timm.__version__, "numpy": np.__version__, "pillow": PIL.__version__},
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
-        "code": code_version(),
+        "code": code_version("iwc.train.fit"),
         "images_per_s": {
             "cache_build": pipeline["cache_build"],
             "baseline_dataloader": baseline,

@@ -25,9 +25,9 @@ from iwc.train.model import create_model
 
 CLASSES = 4
 COLOURS = np.array([[230, 40, 40], [40, 200, 40], [40, 60, 230], [230, 220, 40]], dtype=np.int16)
-M = dataclasses.replace(DEMO.full, image_size=32, cache_size=36, batch_size=16, stages=(
-    dataclasses.replace(DEMO.full.stages[0], epochs=1),
-    dataclasses.replace(DEMO.full.stages[1], epochs=2),
+M = dataclasses.replace(DEMO.models["full"], image_size=32, cache_size=36, batch_size=16, stages=(
+    dataclasses.replace(DEMO.models["full"].stages[0], epochs=1),
+    dataclasses.replace(DEMO.models["full"].stages[1], epochs=2),
 ))
 
 

@@ -10,18 +10,19 @@ import pytest
 
 from iwc.errors import IwcError
 from iwc.host.backends.local import mount_inputs, run_local
-from iwc.host.bundle import package_sources, render_script
+from iwc.host.bundle import render_script
 from iwc.layout import COMPETITION_MARKER
+from iwc.provenance import closure_sources, package_sources
 from iwc.recipe import DEMO
 
-CORE = ("__init__.py", "errors.py", "io.py", "layout.py", "recipe.py", "stages/__init__.py")
+CORE = tuple(closure_sources("iwc.layout", package_sources()))  # what the bootstrap and a stage's layout need
 
 COPYING_STAGE = """\
 from iwc import layout
 from iwc.io import write_text
 
 
-def main(recipe):
+def main(recipe, name):
     competition = layout.find_competition()
     text = (competition / "iwildcam2020_train_annotations.json").read_text()
     print("read", len(text), "characters from", competition.relative_to(layout.input_root()))
@@ -32,7 +33,7 @@ FAILING_STAGE = """\
 from iwc.errors import IwcError
 
 
-def main(recipe):
+def main(recipe, name):
     print("about to fail")
     raise IwcError("the fake stage has nothing to do: attach something")
 """
@@ -104,7 +105,7 @@ def test_an_error_quotes_the_users_folder_not_the_mount(tmp_path, capfd):
 
 
 def test_a_crash_names_its_last_line_without_repeating_the_output(tmp_path, capfd):
-    stage = "def main(recipe):\n    print('working')\n    raise ValueError('boom')\n"
+    stage = "def main(recipe, name):\n    print('working')\n    raise ValueError('boom')\n"
     log = tmp_path / "fake.log"
     with pytest.raises(IwcError) as e:
         run_local(write_kernel(tmp_path, stage), {}, tmp_path / "run", log_path=log)
@@ -123,7 +124,7 @@ import sys
 import iwc
 
 
-def main(recipe):
+def main(recipe, name):
     print("sources in", os.path.dirname(os.path.dirname(iwc.__file__)), flush=True)
     if os.environ.get("IWC_TEST_DIE"):
         os.kill(os.getpid(), signal.SIGKILL)
@@ -151,7 +152,7 @@ def test_kernel_sources_live_under_the_scratch_dir_and_a_killed_kernels_are_remo
 
 
 def test_env_reaches_the_kernel(tmp_path):
-    stage = "import os\n\n\ndef main(recipe):\n    print('flag is', os.environ['IWC_TEST_FLAG'])\n"
+    stage = "import os\n\n\ndef main(recipe, name):\n    print('flag is', os.environ['IWC_TEST_FLAG'])\n"
     log = tmp_path / "fake.log"
     run_local(write_kernel(tmp_path, stage), {}, tmp_path / "run", log, env={"IWC_TEST_FLAG": "on"})
     assert "flag is on" in log.read_text()
@@ -226,7 +227,7 @@ import time
 from tqdm import tqdm
 
 
-def main(recipe):
+def main(recipe, name):
     for _ in tqdm(range(40), desc="work"):
         time.sleep(0.02)
 """

@@ -133,7 +133,7 @@ DISK_FULL_STAGE = """\
 import errno, os
 
 
-def main(recipe):
+def main(recipe, name):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/kaggle/working/full_test.npz")
 """
 # Replaces the bootstrap's install_sources: the disk is full before the first source file is written.
@@ -146,7 +146,7 @@ def install_sources(sources):
 
 @pytest.mark.parametrize(("stage_text", "early", "file"), [
     (DISK_FULL_STAGE, False, "/kaggle/working/full_test.npz"),
-    ("def main(recipe):\n    pass\n", True, "/tmp/iwc-src-1-x/iwc/errors.py"),
+    ("def main(recipe, name):\n    pass\n", True, "/tmp/iwc-src-1-x/iwc/errors.py"),
 ])
 def test_a_kernel_on_a_full_disk_says_so_in_one_line_and_exits_2(tmp_path, stage_text, early, file):
     script = render_script("full", "iwc.stages.probe:main", DEMO, package_sources() | {"stages/probe.py": stage_text})

@@ -19,10 +19,11 @@ from iwc.host.bundle import METADATA_FILE, build_kernels
 from iwc.host.pipeline import reproduce
 from iwc.host.sandbox.server import Sandbox
 from iwc.recipe import load_recipe
-from iwc.stages import SPECS, STAGES
+from iwc.stages import stage_specs
 
 pytestmark = pytest.mark.slow
 OWNER = "tester"
+SPECS = stage_specs(load_recipe("demo", TINY))
 ARGS = ["reproduce", "--backend", "kaggle", "--submit", "--recipe", "demo", "--run", "k", "--data", "data",
         *[w for s in TINY for w in ("--set", s)]]
 SENT = {"slug": "id", "newTitle": "title", "language": "language", "kernelType": "kernel_type",
@@ -81,8 +82,7 @@ def test_rerun_keeps_the_finished_kernels_and_submits(kaggle):
 def test_pushed_kernels_are_the_bytes_kernels_build_makes_for_the_owner(kaggle, tmp_path):
     base, sandbox, _ = kaggle
     expected = {p.name: p for p in build_kernels(tmp_path, load_recipe("demo", TINY), OWNER)}
-    for stage in STAGES:
-        spec = SPECS[stage]
+    for stage, spec in SPECS.items():
         meta = json.loads((expected[stage] / METADATA_FILE).read_text())
         script = (expected[stage] / spec.code_file).read_bytes()
         pushed = base / "work" / "runs" / "k" / "kernels" / stage

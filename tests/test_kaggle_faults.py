@@ -81,11 +81,12 @@ def cli(capsys, *argv) -> tuple[int, str, str]:
 
 def fake_job(base, name: str) -> KernelRun:
     """A kernel folder whose script writes result.txt and sub/blob.bin, as the stage `name`."""
-    spec = StageSpec(name, f"iwc fake {name}", sections=(), gpu=False)
+    spec = StageSpec(name, f"iwc fake {name}", f"iwc.stages.{name}", sections=(), gpu=False)
     folder = base / "kernels" / name
     folder.mkdir(parents=True)
     (folder / spec.code_file).write_text(SCRIPT)
-    (folder / METADATA_FILE).write_text(json.dumps(kernel_metadata(spec, OWNER), indent=2, sort_keys=True) + "\n")
+    meta = kernel_metadata(spec, {name: spec}, OWNER)
+    (folder / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return KernelRun(spec, folder, {}, base / "stages" / name)
 
 
