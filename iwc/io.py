@@ -10,7 +10,6 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -20,9 +19,9 @@ from typing import IO, Any
 from iwc.errors import IwcError
 
 # What a plain file name may not hold or be: data (an image id, a crop id) becomes a file name only if it
-# names a file directly inside its folder. `NOT_PLAIN` is also the vectorized test the readers use.
-NOT_PLAIN = r"[/\\\x00]|\A\.{0,2}\Z"
-_NOT_PLAIN = re.compile(NOT_PLAIN)
+# names a file directly inside its folder. The readers apply the same rule to whole columns.
+NOT_IN_NAME = "/\\\x00"  # separators (POSIX and Windows) and NUL
+NOT_A_NAME = ("", ".", "..")
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -31,7 +30,7 @@ os.umask(_UMASK)
 def is_plain_name(name: object) -> bool:
     """Whether `name` is a string naming a file directly inside a folder: not '', '.' or '..', no '/', '\\'
     or NUL (so neither absolute nor reaching into another folder)."""
-    return isinstance(name, str) and _NOT_PLAIN.search(name) is None
+    return isinstance(name, str) and name not in NOT_A_NAME and not any(c in name for c in NOT_IN_NAME)
 
 
 def child_path(folder: str | os.PathLike, name: str, what: str) -> Path:

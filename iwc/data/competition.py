@@ -29,7 +29,7 @@ from tqdm import tqdm
 from iwc.data.decode import problem
 from iwc.data.issues import DataIssues
 from iwc.errors import IwcError
-from iwc.io import NOT_PLAIN, child_path
+from iwc.io import NOT_A_NAME, NOT_IN_NAME, child_path
 
 TRAIN_JSON = "iwildcam2020_train_annotations.json"
 TEST_JSON = "iwildcam2020_test_information.json"
@@ -181,9 +181,17 @@ def _is_category_number(values: pd.Series) -> np.ndarray:
 
 
 def _is_plain_name(values: pd.Series) -> np.ndarray:
-    """Strings usable as a file name in a folder (`iwc.io.is_plain_name`), tested column-wide."""
+    """Strings usable as a file name in a folder (`iwc.io.is_plain_name`), tested column-wide: one scan of all
+    the text finds whether any value holds a separator; only then is each value asked."""
     text = _is_str(values)
-    return text & ~values.where(text, "").str.contains(NOT_PLAIN).to_numpy(dtype=bool)
+    strings = values[text]
+    plain = ~strings.isin(NOT_A_NAME).to_numpy()
+    joined = "".join(strings)
+    for char in NOT_IN_NAME:
+        if char in joined:
+            plain &= ~strings.str.contains(char, regex=False).to_numpy(dtype=bool)
+    text[text] = plain
+    return text
 
 
 def _parse_datetime(values: pd.Series) -> pd.Series:
