@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from iwc.data.decode import problem
+from iwc.data.decode import problem as decode_problem
 from iwc.data.issues import DataIssues
 from iwc.errors import IwcError
 from iwc.io import NOT_A_NAME, NOT_IN_NAME, child_path
@@ -583,7 +583,7 @@ def check_images(images: pd.DataFrame, image_dir: str | os.PathLike, decode: boo
 def _image_status(path: Path, decode: bool) -> str:
     if not path.is_file():
         return "missing"
-    return "corrupt" if decode and problem(path) is not None else "ok"
+    return "corrupt" if decode and decode_problem(path) is not None else "ok"
 
 
 # --- the whole folder ------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from iwc.data.decode import problem
+from iwc.data import decode
 from iwc.errors import IwcError
 from iwc.io import read_json_object, write_json
 
@@ -149,7 +149,7 @@ def record_unreadable(issues: DataIssues, image_ids: Iterable[str], paths: Itera
         if base is not None and shown.is_relative_to(base):
             shown = shown.relative_to(base)
         reason = file_problem(path)
-        why = problem(path) if reason == "unreadable" else None
+        why = decode.problem(path) if reason == "unreadable" else None
         issues.add(reason, image_id, f"{shown.as_posix()}{f' ({why})' if why else ''}: {consequence}")
 
 
