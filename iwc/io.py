@@ -16,8 +16,30 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from iwc.errors import IwcError
+
+# What a plain file name may not hold or be: data (an image id, a crop id) becomes a file name only if it
+# names a file directly inside its folder. The readers apply the same rule to whole columns.
+NOT_IN_NAME = "/\\\x00"  # separators (POSIX and Windows) and NUL
+NOT_A_NAME = ("", ".", "..")
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+def is_plain_name(name: object) -> bool:
+    """Whether `name` is a string naming a file directly inside a folder: not '', '.' or '..', no '/', '\\'
+    or NUL (so neither absolute nor reaching into another folder)."""
+    return isinstance(name, str) and name not in NOT_A_NAME and not any(c in name for c in NOT_IN_NAME)
+
+
+def child_path(folder: str | os.PathLike, name: str, what: str) -> Path:
+    """`folder / name` for a plain file name (`is_plain_name`); else an IwcError naming `what` (where the
+    name came from, e.g. "image id 'x' (train annotations)"). A path built from data goes through here."""
+    if not is_plain_name(name):
+        raise IwcError(f"{what}: {name!r} is not a plain file name (it must not be empty, '.' or '..', nor "
+                       "hold '/', '\\' or NUL); fix the data it came from")
+    return Path(folder) / name
 
 
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 from PIL import Image
+from test_decode import bomb_jpeg, gray16_png
 
 import iwc.data.cache as cache
 from iwc.data.cache import ImageCache, build_cache
@@ -63,6 +64,19 @@ def test_failures_recorded_rows_zero(jpegs, tmp_path):
     c = build_cache(paths, ids, 24, tmp_path / "c", progress=False)
     assert c.failed == ["broken", "missing"]
     assert not c.images[3:].any() and (c.images[:3].mean(axis=(1, 2, 3)) > 20).all()
+
+
+def test_a_decompression_bomb_is_a_failed_row_not_a_crash(jpegs, tmp_path):
+    paths, _ = jpegs
+    c = build_cache([paths[0], bomb_jpeg(tmp_path / "bomb.jpg")], ["ok", "bomb"], 24, tmp_path / "c", progress=False)
+    assert c.failed == ["bomb"]
+    assert not c.images[1].any() and c.images[0].any()
+
+
+def test_a_sixteen_bit_png_named_jpg_caches_mid_grey_not_white(tmp_path):
+    c = build_cache([gray16_png(tmp_path / "deep.jpg")], ["deep"], 24, tmp_path / "c", progress=False)
+    assert c.failed == []
+    assert c.images[0].min() == c.images[0].max() == 128
 
 
 def test_complete_cache_reused_without_rewriting(jpegs, tmp_path, monkeypatch):

@@ -183,6 +183,23 @@ TRAIN_PROBLEMS = [
     (("annotations", 2, "category_id"), 999, "annotations[2] (id 'ann2'): field 'category_id' = 999 is not a category"),
     (("annotations", 0, "category_id"), None, "annotations[0] (id 'ann0'): field 'category_id' is null"),
     (("categories", 1, "name"), 7, "categories[1] (id 372): field 'name' = 7 is not a string"),
+    # ids become file names: one that is no plain file name would reach another folder
+    (("images", 0, "id"), "../../victim",
+     "images[0] (id '../../victim'): field 'id' = '../../victim' is not a plain file name"),
+    *[(("images", 1, "id"), bad, f"images[1] (id {bad!r}): field 'id' = {bad!r} is not a plain file name")
+      for bad in ("..", ".", "", "/abs/img1", "sub/img1", "sub\\img1", "img\x001")],
+    (("images", 2, "file_name"), "../img2.jpg",
+     "images[2] (id 'img2'): field 'file_name' = '../img2.jpg' is not a plain file name"),
+    (("annotations", 1, "image_id"), "../img1",
+     "annotations[1] (id 'ann1'): field 'image_id' = '../img1' is not a plain file name"),
+    # JSON integers have no size limit: past int64 they are no integer field's value (not an OverflowError)
+    (("images", 0, "location"), 2**70,
+     f"images[0] (id 'img0'): field 'location' = {2**70} is not an integer (64-bit)"),
+    (("images", 1, "height"), -2**63 - 1,
+     f"images[1] (id 'img1'): field 'height' = {-2**63 - 1} is not an integer (64-bit)"),
+    (("annotations", 2, "category_id"), 2**64,
+     f"annotations[2] (id 'ann2'): field 'category_id' = {2**64} is not an integer (64-bit)"),
+    (("categories", 1, "count"), 10**400, "categories[1] (id 372): field 'count' = 1000000000"),
 ]
 
 
@@ -247,6 +264,15 @@ BOX_CASES = [
     ([0.1, 0.2, 0.3, 0.4], "0.9", "1", "dropped", "field 'conf' = '0.9' is not a number in [0, 1]"),
     ([0.1, 0.2, 0.3, 0.4], 0.9, "animal", "dropped", "field 'category' = 'animal' is not an integer like 1"),
     ([0.1, 0.2, 0.3, 0.4], None, "1", "dropped", "field 'conf' is missing"),
+    # numbers past int64 / float64 (JSON has no limit): dropped row by row, never an OverflowError
+    ([0.1, 0.2, 0.3, 0.4], 0.9, "99999999999999999999", "dropped",
+     "field 'category' = '99999999999999999999' is not an integer like 1 or '1' (64-bit)"),
+    ([0.1, 0.2, 0.3, 0.4], 0.9, str(2**63), "dropped", f"field 'category' = '{2**63}' is not an integer like 1"),
+    ([0.1, 0.2, 0.3, 0.4], 0.9, 2**64, "dropped", f"field 'category' = {2**64} is not an integer like 1"),
+    ([0.1, 0.2, 0.3, 0.4], 0.9, str(2**63 - 1), "kept", [0.1, 0.2, 0.3, 0.4]),  # the largest int64 is one
+    ([0.1, 0.2, 10**400, 0.4], 0.9, "1", "dropped", "has a coordinate that is not a finite number"),
+    ([-(10**400), 0.2, 0.3, 0.4], 0.9, "1", "dropped", "has a coordinate that is not a finite number"),
+    ([0.1, 0.2, 0.3, 0.4], 10**400, "1", "dropped", "field 'conf' = 100000000000"),
 ]
 
 
@@ -294,6 +320,15 @@ def test_megadetector_not_an_object_detection_is_dropped_and_logged(tmp_path, ca
     (lambda d: d["images"][1].update(detections="none"),
      "images[1] (id 'img1'): field 'detections' = 'none' is not a list"),
     (lambda d: d["images"][1].update(id="img0"), "images[1] (id 'img0'): field 'id' repeats images[0] (id 'img0')"),
+    (lambda d: d["images"][1].update(id="../../victim"),
+     "images[1] (id '../../victim'): field 'id' = '../../victim' is not a plain file name"),
+    (lambda d: d["images"][2].update(id=".."), "images[2] (id '..'): field 'id' = '..' is not a plain file name"),
+    (lambda d: d.update(images=[{"file": "train/..", "detections": []}]),
+     "images[0] (file 'train/..'): field 'file' = 'train/..': its stem '.' (the image id) is not a plain file name"),
+    (lambda d: d.update(images=[{"file": "train/", "detections": []}]),
+     "images[0] (file 'train/'): field 'file' = 'train/': its stem '' (the image id) is not a plain"),
+    (lambda d: d.update(images=[{"file": "a\x00b.jpg", "detections": []}]),
+     "images[0] (file 'a\\x00b.jpg'): field 'file' = 'a\\x00b.jpg': its stem 'a\\x00b' (the image id)"),
 ])
 def test_megadetector_structurally_broken_file_is_rejected(tmp_path, change, message):
     data = md_data()
@@ -315,6 +350,8 @@ def test_megadetector_image_without_detections_list_is_an_error(tmp_path):
     ("Id,Category\nt0,0\nt1,zebra\n", "line 3 (Id 't1'): field 'Category' = 'zebra' is not"),
     ("Id,Category\nt0,0\nt0,1\n", "line 3 (Id 't0'): field 'Id' repeats line 2 (Id 't0')"),
     ("Id,Predicted\nt0,0\n", "header: is 'Id,Predicted', expected 'Id,Category'"),
+    ("Id,Category\nt0,0\nt1,99999999999999999999\n",
+     "line 3 (Id 't1'): field 'Category' = '99999999999999999999' is not an integer like 1 or '1' (64-bit)"),
 ])
 def test_sample_submission_schema_errors(tmp_path, text, message):
     file = tmp_path / SAMPLE_CSV
@@ -329,6 +366,26 @@ def test_invalid_json_is_an_iwc_error_naming_the_file(tmp_path):
     file.write_text('{"images": [', encoding="utf-8")
     with pytest.raises(IwcError, match=f"{TRAIN_JSON}: not valid JSON"):
         read_train(file)
+
+
+def test_test_json_location_past_int64_is_a_schema_error(tmp_path):
+    data = {"images": [image(0, location=2**70, prefix="t")], "categories": CATEGORIES}
+    with pytest.raises(IwcError, match=rf"images\[0\] \(id 't0'\): field 'location' = {2**70} is not an integer"):
+        read_test(write_json(tmp_path / TEST_JSON, data))
+
+
+def test_a_number_past_what_python_parses_is_invalid_json(tmp_path):
+    file = tmp_path / TEST_JSON
+    file.write_text('{"images": [{"id": "t0", "location": ' + "9" * 5000 + "}]}", encoding="utf-8")
+    with pytest.raises(IwcError, match=f"{TEST_JSON}: not valid JSON"):
+        read_test(file)
+
+
+def test_check_images_refuses_a_file_name_that_leaves_the_folder(tmp_path):
+    images = pd.DataFrame([{**image(0), "file_name": "../img0.jpg"}])
+    _write_jpeg(tmp_path / "img0.jpg", seed=0)
+    with pytest.raises(IwcError, match=r"file_name of image 'img0': '\.\./img0\.jpg' is not a plain file name"):
+        check_images(images, tmp_path / "sub", progress=False)
 
 
 def _write_jpeg(path, seed):

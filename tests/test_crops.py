@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from test_decode import bomb_jpeg, gray16_png
 
 from iwc.data import crops
 from iwc.data.crops import (
@@ -206,6 +207,38 @@ def test_missing_and_corrupt_originals_are_reported_not_fatal(originals, tmp_pat
     assert result.index["crop_id"].tolist() == ["good"]
     assert sorted(p.name for p in (tmp_path / "out").glob("*.jpg")) == ["good.jpg"]
     assert "3 images missing or undecodable" in result.summary()
+
+
+def test_a_decompression_bomb_original_is_reported_not_fatal(originals, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "good.jpg").write_bytes((originals / "img1.jpg").read_bytes())
+    bomb_jpeg(images / "bomb.jpg")
+    result = extract_crops(_selection([("bomb", "bomb", RED_BOX), ("good", "good", RED_BOX)]), images,
+                           tmp_path / "out", size=32, progress=False)
+    assert result.failed == ["bomb"]
+    assert result.index["crop_id"].tolist() == ["good"]
+
+
+def test_a_sixteen_bit_png_named_jpg_gives_a_mid_grey_crop(tmp_path):
+    gray16_png(tmp_path / "deep.jpg", size=(400, 300))
+    result = extract_crops(_selection([("deep", "deep", RED_BOX)]), tmp_path, tmp_path / "out", 32, progress=False)
+    crop = _pixels(result.index.loc[0, "path"])
+    assert result.failed == [] and crop.shape == (32, 32, 3)
+    assert np.abs(crop - 128).max() <= 1  # JPEG rounding; PIL's own convert would give 255
+
+
+@pytest.mark.parametrize(("crop_id", "image_id"), [("../../victim", "img1"), ("img1", "../img1"),
+                                                   ("/tmp/victim", "img1"), ("a\\b", "img1")])
+def test_a_path_from_an_id_never_leaves_its_folder(originals, tmp_path, crop_id, image_id):
+    images, out = tmp_path / "a" / "images", tmp_path / "a" / "out"
+    images.mkdir(parents=True)
+    (images / "img1.jpg").write_bytes((originals / "img1.jpg").read_bytes())
+    (tmp_path / "img1.jpg").write_bytes((originals / "img1.jpg").read_bytes())  # what '../img1' would reach
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(IwcError, match="is not a plain file name"):
+        extract_crops(_selection([(crop_id, image_id, RED_BOX)]), images, out, size=32, progress=False)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 
 def test_same_inputs_give_identical_bytes(originals, tmp_path):

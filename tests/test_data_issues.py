@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from test_decode import bomb_jpeg
 
 from iwc import layout
 from iwc.data.competition import MD_JSON
@@ -102,6 +103,18 @@ def test_file_problem_tells_missing_zero_byte_and_unreadable_apart(tmp_path):
     assert [(r.reason, r.image_id, r.detail) for r in issues.records] == [
         ("missing", "gone", "train/gone.jpg: left out"), ("zero_byte", "empty", "empty.jpg: left out"),
         ("missing", "bad", "/elsewhere/bad.jpg: left out")]
+
+
+def test_an_unreadable_file_is_recorded_with_why_it_does_not_decode(tmp_path):
+    issues = DataIssues("crop")
+    record_unreadable(issues, ["bomb", "bad"], [bomb_jpeg(tmp_path / "bomb.jpg"), tmp_path / "bad.jpg"], "no crop",
+                      base=tmp_path)
+    (tmp_path / "bad.jpg").write_bytes(b"x")  # after the call: the record was about a missing file
+    bomb, bad = issues.records
+    assert bomb.reason == "unreadable"
+    assert bomb.detail.startswith("bomb.jpg (DecompressionBombError: Image size (900000000 pixels) exceeds")
+    assert bomb.detail.endswith("): no crop")
+    assert (bad.reason, bad.detail) == ("missing", "bad.jpg: no crop")
 
 
 def test_every_reason_has_a_meaning_and_model_stage_files_are_named_by_stage():

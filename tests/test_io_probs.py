@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from iwc.errors import IwcError
-from iwc.io import atomic_write, sha256_file, write_json
+from iwc.io import atomic_write, child_path, is_plain_name, sha256_file, write_json
 from iwc.probs import ProbTable, categories_path
 
 
@@ -22,6 +22,20 @@ def test_write_json_is_stable(tmp_path):
     write_json(tmp_path / "a.json", {"b": 1, "a": [1, 2]})
     write_json(tmp_path / "b.json", {"a": [1, 2], "b": 1})
     assert sha256_file(tmp_path / "a.json") == sha256_file(tmp_path / "b.json")
+
+
+@pytest.mark.parametrize("name", ["img.jpg", "a..b", "...jpg", ".hidden", "x y", "ünïcode", "C:x"])
+def test_child_path_joins_a_plain_file_name(tmp_path, name):
+    assert is_plain_name(name)
+    assert child_path(tmp_path, name, "image id") == tmp_path / name
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "../victim.jpg", "a/b.jpg", "/etc/passwd", "a\\b", "..\\x",
+                                  "a\x00b", "sub/", None, 5])
+def test_child_path_refuses_what_is_no_plain_file_name(tmp_path, name):
+    assert not is_plain_name(name)
+    with pytest.raises(IwcError, match=r"^image id 'x' \(train JSON\): .* is not a plain file name"):
+        child_path(tmp_path, name, "image id 'x' (train JSON)")
 
 
 def test_prob_table_round_trip(tmp_path):

@@ -1,13 +1,15 @@
 """The Kaggle client module on its own: the only importer of `kaggle`, and lazily; log parsing; unpacking."""
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from iwc.host.kaggle_client import log_lines
+from iwc.errors import IwcError
+from iwc.host.kaggle_client import _safe_relative, log_lines, read_kernel_metadata
 
 PACKAGE = Path(__file__).resolve().parents[1] / "iwc"
 
@@ -89,3 +91,26 @@ def test_an_unpack_that_fails_leaves_the_folder_whole_and_nothing_beside_it(tmp_
         kaggle_client._unpack(archive, folder, keep={"meta.json"})
     assert [p.name for p in folder.iterdir()] == ["meta.json"] and (folder / "meta.json").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.zip", "comp"]
+
+
+@pytest.mark.parametrize("name", ["submission.csv", "full/history.json", "./a.txt"])
+def test_an_output_name_below_the_folder_is_kept(name):
+    assert _safe_relative(name, "kernel v3") == Path(name)
+
+
+@pytest.mark.parametrize("name", ["", ".", "../x", "a/../../x", "/etc/passwd", "a\x00b", "..\\x"])
+def test_an_output_name_that_leaves_the_folder_is_refused(name):
+    with pytest.raises(IwcError, match=r"kernel v3: output file name .* points outside the output folder"):
+        _safe_relative(name, "kernel v3")
+
+
+@pytest.mark.parametrize("code_file", ["../outside.py", "/etc/passwd", ["run.py"]])
+def test_kernel_metadata_code_file_must_name_a_file_in_the_kernel_folder(tmp_path, code_file):
+    folder = tmp_path / "kernel"
+    folder.mkdir()
+    (tmp_path / "outside.py").write_text("print('not this kernel')\n")
+    meta = {"id": "me/some-kernel", "title": "some kernel", "code_file": code_file, "language": "python",
+            "kernel_type": "script"}
+    (folder / "kernel-metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(IwcError, match=r"kernel-metadata.json: code_file: .* is not a plain file name"):
+        read_kernel_metadata(folder)

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from iwc.data.decode import Unreadable, opened, to_rgb
 from iwc.errors import IwcError
 from iwc.io import atomic_write, read_json_object, sha256_json, write_json
 
@@ -102,17 +103,18 @@ def source_fingerprint(paths: Sequence[Path], ids: Sequence[str], size: int) -> 
 
 
 def decode_image(path: Path, size: int) -> np.ndarray:
-    """One image file -> uint8 (size, size, 3) RGB, squashed (aspect ratio not kept)."""
-    with Image.open(path) as im:
+    """One image file -> uint8 (size, size, 3) RGB, squashed (aspect ratio not kept); `Unreadable` if it
+    does not decode."""
+    with opened(path) as im:
         im.draft("RGB", (size, size))  # JPEG: decode at the smallest DCT scale still >= size
-        rgb = im.convert("RGB")
+        rgb = to_rgb(im)
     return np.asarray(rgb.resize((size, size), Image.Resampling.BILINEAR))
 
 
 def _decode_or_none(path: Path, size: int) -> np.ndarray | None:
     try:
         return decode_image(path, size)
-    except Exception:  # any unreadable file (missing, truncated, not an image) is recorded, not fatal
+    except Unreadable:  # missing, truncated, not an image, a decompression bomb: recorded, not fatal
         return None
 
 

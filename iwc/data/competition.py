@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import os
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,11 +24,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 from tqdm import tqdm
 
+from iwc.data.decode import problem as decode_problem
 from iwc.data.issues import DataIssues
 from iwc.errors import IwcError
+from iwc.io import NOT_A_NAME, NOT_IN_NAME, child_path
 
 TRAIN_JSON = "iwildcam2020_train_annotations.json"
 TEST_JSON = "iwildcam2020_test_information.json"
@@ -41,6 +43,8 @@ MAX_SHOWN = 5  # schema problems spelled out in one error; the rest are counted
 # less than ROUNDING outside is the 4-decimal rounding of x and w (each off by up to 5e-5): clipped unrecorded.
 CLAMP_TOLERANCE = 0.05
 ROUNDING = 2e-4
+INT64 = np.iinfo(np.int64)
+INT64_DIGITS = len(str(INT64.max))
 
 GET_DATA = (
     "download the competition data (kaggle competitions download -c iwildcam-2020-fgvc7) "
@@ -89,30 +93,73 @@ class _Kind:
     convert: Callable[[pd.Series], pd.Series]
 
 
-def _per_value(test: Callable[[Any], bool], fast: Sequence[str] = ()) -> Callable[[pd.Series], np.ndarray]:
-    """A validity test that first asks pandas for the whole column's type (C speed), then each value."""
+def _per_value(test: Callable[[Any], bool], fast: Sequence[str] = (),
+               fits: type | None = None) -> Callable[[pd.Series], np.ndarray]:
+    """A validity test that first asks pandas for the whole column's type (C speed), then each value.
+
+    `fits`: a dtype the whole column must also convert to for that fast answer (a JSON integer has no size
+    limit: 2**70 is of pandas' type "integer" but no int64).
+    """
 
     def valid(values: pd.Series) -> np.ndarray:
-        if pd.api.types.infer_dtype(values, skipna=False) in fast:
+        if pd.api.types.infer_dtype(values, skipna=False) in fast and _converts(values, fits):
             return np.ones(len(values), dtype=bool)
         return np.fromiter((test(v) for v in values), dtype=bool, count=len(values))
 
     return valid
 
 
+def _converts(values: pd.Series, dtype: type | None) -> bool:
+    if dtype is None:
+        return True
+    try:
+        values.astype(dtype)
+    except OverflowError:
+        return False
+    return True
+
+
 def _int_value(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+    """An int64 (not a bool)."""
+    return isinstance(v, int) and not isinstance(v, bool) and INT64.min <= v <= INT64.max
+
+
+def _floats(values: Iterable[Any]) -> np.ndarray:
+    """Numbers -> float64; an integer too large for a float64 (JSON allows 401 digits) becomes +-inf, as a
+    JSON 1e400 does."""
+    values = list(values)
+    try:
+        return np.array(values, dtype=np.float64)
+    except OverflowError:
+        return np.array([_float(v) for v in values], dtype=np.float64)
+
+
+def _float(v: Any) -> Any:
+    """`v` as a float (lists elementwise), +-inf where it overflows one."""
+    if isinstance(v, list):
+        return [_float(x) for x in v]
+    try:
+        return float(v)
+    except OverflowError:
+        return math.inf if v > 0 else -math.inf
+
+
+def _digits_value(v: Any) -> bool:
+    return isinstance(v, str) and v.isascii() and v.isdigit() and len(v) <= INT64_DIGITS and int(v) <= INT64.max
 
 
 _is_str = _per_value(lambda v: isinstance(v, str), fast=("string",))
-_is_int = _per_value(_int_value, fast=("integer",))
+_is_int = _per_value(_int_value, fast=("integer",), fits=np.int64)
 _is_number = _per_value(lambda v: isinstance(v, int | float) and not isinstance(v, bool),
                         fast=("integer", "floating", "mixed-integer-float"))
 
 
 def _is_unit(values: pd.Series) -> np.ndarray:
     number = _is_number(values)
-    return number & pd.to_numeric(values.where(number), errors="coerce").between(0.0, 1.0).to_numpy()
+    unit = np.zeros(len(values), dtype=bool)
+    numbers = _floats(values[number])
+    unit[number] = (numbers >= 0.0) & (numbers <= 1.0)
+    return unit
 
 
 def _is_box(values: pd.Series) -> np.ndarray:
@@ -124,11 +171,27 @@ def _is_box(values: pd.Series) -> np.ndarray:
 
 
 def _is_category_number(values: pd.Series) -> np.ndarray:
-    """1 or '1' (the competition file writes detection categories as strings)."""
+    """1 or '1' (the competition file writes detection categories as strings), within int64."""
     if pd.api.types.infer_dtype(values, skipna=False) == "string":
-        return values.str.fullmatch("[0-9]+").to_numpy(dtype=bool)
-    return _per_value(lambda v: _int_value(v) or (isinstance(v, str) and v.isascii() and v.isdigit()),
-                      fast=("integer",))(values)
+        digits = values.str.fullmatch("[0-9]+").to_numpy(dtype=bool)
+        width = values.str.len().to_numpy()
+        at_most_max = (values <= str(INT64.max)).to_numpy(dtype=bool)  # same number of digits: text order
+        return digits & ((width < INT64_DIGITS) | ((width == INT64_DIGITS) & at_most_max))
+    return _per_value(lambda v: _int_value(v) or _digits_value(v), fast=("integer",), fits=np.int64)(values)
+
+
+def _is_plain_name(values: pd.Series) -> np.ndarray:
+    """Strings usable as a file name in a folder (`iwc.io.is_plain_name`), tested column-wide: one scan of all
+    the text finds whether any value holds a separator; only then is each value asked."""
+    text = _is_str(values)
+    strings = values[text]
+    plain = ~strings.isin(NOT_A_NAME).to_numpy()
+    joined = "".join(strings)
+    for char in NOT_IN_NAME:
+        if char in joined:
+            plain &= ~strings.str.contains(char, regex=False).to_numpy(dtype=bool)
+    text[text] = plain
+    return text
 
 
 def _parse_datetime(values: pd.Series) -> pd.Series:
@@ -144,11 +207,14 @@ def _is_datetime(values: pd.Series) -> np.ndarray:
 
 STR = _Kind("a string", _is_str, lambda s: s.astype(str))
 ID = _Kind("a non-empty string", lambda s: _is_str(s) & (s != "").to_numpy(), lambda s: s.astype(str))
-INT = _Kind("an integer", _is_int, lambda s: s.astype(np.int64))
+# Image ids and file names become file names (`<folder>/<id>.jpg`): data must never reach another folder.
+NAME = _Kind("a plain file name (a string without '/', '\\' or NUL, not '', '.' or '..')", _is_plain_name,
+             lambda s: s.astype(str))
+INT = _Kind("an integer (64-bit)", _is_int, lambda s: s.astype(np.int64))
 UNIT = _Kind("a number in [0, 1]", _is_unit, lambda s: s.astype(np.float64))
 LIST = _Kind("a list", _per_value(lambda v: isinstance(v, list)), lambda s: s)
 BOX = _Kind("[x, y, w, h] (4 numbers)", _is_box, lambda s: s)
-CATEGORY_NUMBER = _Kind("an integer like 1 or '1'", _is_category_number,
+CATEGORY_NUMBER = _Kind("an integer like 1 or '1' (64-bit)", _is_category_number,
                         lambda s: pd.to_numeric(s.astype(str)).astype(np.int64))
 DATETIME = _Kind(repr(DATETIME_FORMAT), _is_datetime, lambda s: _parse_datetime(s).astype("datetime64[ns]"))
 
@@ -216,7 +282,7 @@ def _load_json(path: Path) -> Any:
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (ValueError, RecursionError) as e:  # also a number of over 4,300 digits, or nesting too deep
         raise IwcError(f"{path}: not valid JSON ({e}). Replace the file: {GET_DATA}.") from e
 
 
@@ -255,9 +321,9 @@ def _object_records(report: _Report, items: list, where: Callable[[Hashable], st
 
 # --- the four files --------------------------------------------------------------------------------
 
-IMAGE_FIELDS = {"id": ID, "file_name": STR, "location": INT, "seq_id": STR, "seq_num_frames": INT,
+IMAGE_FIELDS = {"id": NAME, "file_name": NAME, "location": INT, "seq_id": STR, "seq_num_frames": INT,
                 "frame_num": INT, "datetime": DATETIME, "width": INT, "height": INT}
-ANNOTATION_FIELDS = {"image_id": ID, "category_id": INT}  # annotation `count` is unreliable: ignored
+ANNOTATION_FIELDS = {"image_id": NAME, "category_id": INT}  # annotation `count` is unreliable: ignored
 DETECTION_FIELDS = {"category": CATEGORY_NUMBER, "conf": UNIT, "bbox": BOX}
 
 
@@ -337,7 +403,7 @@ def read_megadetector(path: str | os.PathLike, issues: DataIssues | None = None,
     recorded in `issues` by image id; only those rows go, never the file. With `expected` (image ids), each
     one the file does not cover is recorded as `no_detector_entry`. The file is rejected (IwcError) only
     when its structure is broken: not JSON, `images` not a list of objects, an image without its id or
-    `detections` list, a repeated image id.
+    `detections` list, an id (or file stem) that is not a plain file name, a repeated image id.
     """
     path = Path(path)
     issues = DataIssues() if issues is None else issues
@@ -347,12 +413,16 @@ def read_megadetector(path: str | os.PathLike, issues: DataIssues | None = None,
     frame = all_images.frame
     key = "id" if "id" in frame.columns or "file" not in frame.columns else "file"
     failed = frame["failure"].notna().to_numpy() if "failure" in frame.columns else np.zeros(len(frame), bool)
-    all_names = all_images.field(key, ID)
+    all_names = all_images.field(key, NAME if key == "id" else ID)
     images = all_images.subset(~failed)
     lists = images.field("detections", LIST)
     report.raise_if_any()
     if key == "file":  # a path such as 'train/<id>.jpg': the id is the stem
-        all_names = all_names.str.extract(r"([^/\\]+?)(?:\.[^./\\]*)?$")[0].astype(str)
+        stems = all_names.str.extract(r"([^/\\]+?)(?:\.[^./\\]*)?$")[0].fillna("")
+        all_images.flag(~_is_plain_name(stems), lambda r: f"field 'file' = {_show(frame.at[r, 'file'])}: its stem "
+                                                          f"{_show(stems.at[r])} (the image id) is not {NAME.text}")
+        report.raise_if_any()
+        all_names = stems.astype(str)
     names = all_names[~failed]
     images.unique(names, "id" if key == "id" else "file stem")
     report.raise_if_any()
@@ -364,7 +434,7 @@ def read_megadetector(path: str | os.PathLike, issues: DataIssues | None = None,
     problem = _detection_problems(items)
     usable = problem == ""
     rows = pd.DataFrame([items[j] for j in np.flatnonzero(usable)], columns=list(DETECTION_FIELDS), dtype=object)
-    box = np.array(rows["bbox"].tolist(), dtype=np.float64).reshape(-1, 4)
+    box = _floats(rows["bbox"]).reshape(-1, 4)
     box, box_problem, clamped = _check_boxes(box)
     problem[usable] = box_problem
     usable_rows = np.flatnonzero(usable)
@@ -378,7 +448,7 @@ def read_megadetector(path: str | os.PathLike, issues: DataIssues | None = None,
     keep = box_problem == ""
     out = pd.DataFrame({"image_id": owner[usable][keep],
                         "category": CATEGORY_NUMBER.convert(rows["category"][keep]).to_numpy(np.int64),
-                        "conf": rows["conf"][keep].to_numpy(np.float64),
+                        "conf": _floats(rows["conf"][keep]),
                         "x": box[keep, 0], "y": box[keep, 1], "w": box[keep, 2], "h": box[keep, 3]})
     out["image_id"] = out["image_id"].astype(str)
     out.attrs["failures"] = int(failed.sum())
@@ -488,10 +558,12 @@ def check_images(images: pd.DataFrame, image_dir: str | os.PathLike, decode: boo
                  progress: bool = True, workers: int | None = None) -> ImageCheck:
     """Find images of `images` (id, file_name) that are missing under `image_dir` or fail to decode.
 
-    Decoding uses JPEG draft mode (a 1/8-scale decode), which still reads every byte, so truncated files
-    are caught. Files are checked on `workers` threads (PIL decodes without the GIL).
+    Decoding is `decode.problem` (a reduced JPEG decode that still reads every byte, so truncated files
+    are caught). A `file_name` that is not a plain file name is an IwcError. Files are checked on `workers`
+    threads (PIL decodes without the GIL).
     """
-    paths = [os.path.join(image_dir, f) for f in images["file_name"]]
+    named = zip(images["id"], images["file_name"], strict=True)
+    paths = [child_path(image_dir, f, f"file_name of image {i!r}") for i, f in named]
     workers = workers or min(8, os.cpu_count() or 1)
     chunks = [paths[i:i + 256] for i in range(0, len(paths), 256)]
     status: list[str] = []
@@ -509,17 +581,10 @@ def check_images(images: pd.DataFrame, image_dir: str | os.PathLike, decode: boo
     return result
 
 
-def _image_status(path: str, decode: bool) -> str:
-    if not os.path.isfile(path):
+def _image_status(path: Path, decode: bool) -> str:
+    if not path.is_file():
         return "missing"
-    if decode:
-        try:
-            with Image.open(path) as img:
-                img.draft("RGB", (64, 64))
-                img.load()
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-            return "corrupt"
-    return "ok"
+    return "corrupt" if decode and decode_problem(path) is not None else "ok"
 
 
 # --- the whole folder ------------------------------------------------------------------------------

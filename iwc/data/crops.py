@@ -19,8 +19,9 @@ import pandas as pd
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
+from iwc.data.decode import Unreadable, opened, to_rgb
 from iwc.errors import IwcError
-from iwc.io import atomic_write, sha256_json
+from iwc.io import atomic_write, child_path, sha256_json
 
 ANIMAL = 1  # MegaDetector category id (2 = person, 3 = vehicle)
 RULES = ("best", "all")
@@ -138,8 +139,8 @@ def extract_crops(
     reused = 0
     groups = selection.groupby("image_id", sort=True)
     for image_id, boxes in tqdm(groups, total=groups.ngroups, desc="crops", unit="img", disable=not progress):
-        paths = [out_dir / f"{crop_id}.jpg" for crop_id in boxes["crop_id"]]
-        original = image_dir / f"{image_id}.jpg"
+        paths = [child_path(out_dir, f"{crop_id}.jpg", f"crop id {crop_id!r}") for crop_id in boxes["crop_id"]]
+        original = child_path(image_dir, f"{image_id}.jpg", f"image id {image_id!r}")
         source = _file_stamp(original)
         keys = [crop_key(bbox, size, margin, draft, source) for bbox in boxes[["x", "y", "w", "h"]].to_numpy()]
         todo = [i for i, path in enumerate(paths) if _stored_key(path) != keys[i]]
@@ -147,7 +148,7 @@ def extract_crops(
             bboxes = boxes[["x", "y", "w", "h"]].to_numpy()[todo]
             try:
                 img = _decode(original, bboxes, size, margin, draft)
-            except (OSError, ValueError):
+            except Unreadable:
                 failed.append(str(image_id))
                 continue
             for i, bbox in zip(todo, bboxes, strict=True):
@@ -162,8 +163,9 @@ def extract_crops(
 
 
 def _decode(path: Path, bboxes: Iterable[Box], size: int, margin: float, draft: bool) -> Image.Image:
-    """Decode an original as RGB, upright (EXIF orientation applied), reduced when `draft` allows."""
-    with Image.open(path) as img:
+    """Decode an original as 8-bit RGB, upright (EXIF orientation applied), reduced when `draft` allows;
+    `Unreadable` if it does not decode."""
+    with opened(path) as img:
         if draft:
             width, height = img.size
             upright = (height, width) if img.getexif().get(_ORIENTATION) in _SWAPS_AXES else (width, height)
@@ -173,7 +175,7 @@ def _decode(path: Path, bboxes: Iterable[Box], size: int, margin: float, draft: 
                 img.draft("RGB", (width // scale, height // scale))
         ImageOps.exif_transpose(img, in_place=True)
         img.load()
-    return img if img.mode == "RGB" else img.convert("RGB")
+        return to_rgb(img)
 
 
 def _write_crop(img: Image.Image, bbox: Box, path: Path, size: int, margin: float, key: str) -> None:
@@ -201,8 +203,8 @@ def _file_stamp(path: Path) -> tuple[int, int] | None:
 def _stored_key(path: Path) -> str | None:
     """The content key a crop file carries (writes are atomic, so a readable header means a whole file)."""
     try:
-        with Image.open(path) as img:
+        with opened(path) as img:
             comment = img.info.get("comment", b"")
-    except (OSError, ValueError):
+    except Unreadable:
         return None
     return comment[len(KEY_COMMENT):].decode("ascii", "replace") if comment.startswith(KEY_COMMENT) else None

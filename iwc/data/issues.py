@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from iwc.data import decode
 from iwc.errors import IwcError
 from iwc.io import read_json_object, write_json
 
@@ -140,13 +141,16 @@ def record_unreadable(issues: DataIssues, image_ids: Iterable[str], paths: Itera
                       consequence: str, base: str | os.PathLike | None = None) -> None:
     """Record each image whose file failed to decode under its `file_problem` reason.
 
-    The detail names the file (relative to `base` when it lies below it) and `consequence`.
+    The detail names the file (relative to `base` when it lies below it), why an unreadable one does not
+    decode (`decode.problem`, e.g. a truncated file or a decompression bomb) and `consequence`.
     """
     for image_id, path in zip(image_ids, paths, strict=True):
         shown = Path(path)
         if base is not None and shown.is_relative_to(base):
             shown = shown.relative_to(base)
-        issues.add(file_problem(path), image_id, f"{shown.as_posix()}: {consequence}")
+        reason = file_problem(path)
+        why = decode.problem(path) if reason == "unreadable" else None
+        issues.add(reason, image_id, f"{shown.as_posix()}{f' ({why})' if why else ''}: {consequence}")
 
 
 def _first(ids: list[str]) -> str:

@@ -11,10 +11,10 @@ import os
 from collections.abc import Sequence
 
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
+from iwc.data.decode import opened, to_rgb
 from iwc.recipe import Augment
 from iwc.train.augment import IMAGENET_MEAN, IMAGENET_STD
 
@@ -47,8 +47,8 @@ class JpegDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        with Image.open(self.paths[i]) as im:
-            return self.transform(im.convert("RGB"))
+        with opened(self.paths[i]) as im:  # a file that does not decode stops the benchmark (`Unreadable`)
+            return self.transform(to_rgb(im))
 
 
 def make_loader(paths: Sequence[str | os.PathLike], out_size: int, batch_size: int, workers: int = 2,

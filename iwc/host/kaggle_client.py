@@ -33,7 +33,7 @@ from tqdm import tqdm
 from iwc.data.competition import MD_JSON, SAMPLE_CSV, TEST_JSON, TRAIN_JSON
 from iwc.errors import IwcError
 from iwc.host.logtext import is_progress, meaningful
-from iwc.io import atomic_write, replacing_folder, write_json
+from iwc.io import atomic_write, child_path, is_plain_name, replacing_folder, write_json
 from iwc.layout import COMPETITION_SLUG, RESIZED_DATASET, RESIZED_MARKER
 
 CREDENTIAL_HELP = ("put your Kaggle API token in $KAGGLE_API_TOKEN or ~/.kaggle/access_token (or a kaggle.json in "
@@ -488,7 +488,7 @@ def read_kernel_metadata(folder: Path) -> dict[str, Any]:
     missing = [k for k in ("id", "title", "code_file", "language", "kernel_type") if not meta.get(k)]
     if missing or not isinstance(meta.get("id"), str) or meta["id"].count("/") != 1:
         raise IwcError(f"{path}: missing or malformed {missing or ['id']}: regenerate it with `invoke kernels.build`")
-    if not (Path(folder) / meta["code_file"]).is_file():
+    if not child_path(folder, meta["code_file"], f"{path}: code_file").is_file():
         raise IwcError(f"{path}: code_file {meta['code_file']!r} is not in {folder}: regenerate the kernel")
     return meta
 
@@ -639,8 +639,9 @@ def _split_kernel(kernel: str) -> tuple[str, str]:
 
 
 def _safe_relative(name: str, label: str) -> Path:
+    """A server-given file name (`a/b.txt`: subfolders allowed) as a relative path that stays below its folder."""
     parts = PurePosixPath(name).parts
-    if not parts or parts[0] == "/" or ".." in parts:
+    if not parts or parts[0] == "/" or not all(map(is_plain_name, parts)):
         raise IwcError(f"{label}: output file name {name!r} points outside the output folder; not downloaded")
     return Path(*parts)
 
