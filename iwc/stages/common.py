@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from iwc.data.cache import build_cache
 from iwc.data.categories import CategoryMap
 from iwc.data.issues import DataIssues, issues_name, record_unreadable
 from iwc.errors import IwcError
-from iwc.io import write_json
+from iwc.io import child_path, write_json
 from iwc.probs import ProbTable
 from iwc.provenance import code_version
 from iwc.recipe import Model, Recipe
@@ -55,6 +56,11 @@ class Rows:
 
     def __getitem__(self, key: slice | np.ndarray) -> np.ndarray:
         return self.array[self.rows[key]]
+
+
+def image_paths(folder: Path, ids: Iterable[str]) -> list[Path]:
+    """`<folder>/<id>.jpg` for each image id (ids are data: `child_path` keeps each inside `folder`)."""
+    return [child_path(folder, f"{i}.jpg", f"image id {i!r}") for i in ids]
 
 
 def device() -> torch.device:

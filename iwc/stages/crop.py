@@ -23,7 +23,7 @@ from iwc.data.splits import make_split
 from iwc.probs import ProbTable
 from iwc.recipe import Recipe
 from iwc.stages import setup_logging
-from iwc.stages.common import train_model, write_outputs
+from iwc.stages.common import image_paths, train_model, write_outputs
 from iwc.train import distributed
 from iwc.train.model import check_weights_source
 
@@ -48,8 +48,8 @@ def main(recipe: Recipe, name: str) -> None:
             result = extract_crops(chosen, comp.root / split, layout.scratch_dir() / name / "crops" / split,
                                    size=model.crops.size, margin=model.crops.margin)
         log.info("crops %s: %s", split, result.summary())
-        record_unreadable(issues, result.failed, [comp.root / split / f"{i}.jpg" for i in result.failed],
-                          CROP_FAILED[split], base=layout.input_root())
+        record_unreadable(issues, result.failed, image_paths(comp.root / split, result.failed), CROP_FAILED[split],
+                          base=layout.input_root())
         frames[split] = result.index.rename(columns={"crop_id": "row_id"})
     is_val = pd.Series(make_split(comp.train, recipe.split, recipe.seed), index=comp.train["id"])
     labels = comp.train.set_index("id")["category_id"]

@@ -13,7 +13,7 @@ from iwc.data.issues import DataIssues
 from iwc.data.splits import make_split
 from iwc.recipe import Recipe
 from iwc.stages import setup_logging
-from iwc.stages.common import train_model, write_outputs
+from iwc.stages.common import image_paths, train_model, write_outputs
 from iwc.train import distributed
 from iwc.train.model import check_weights_source
 
@@ -29,16 +29,17 @@ def main(recipe: Recipe, name: str) -> None:
     train = comp.train.assign(
         row_id=comp.train["id"],
         image_id=comp.train["id"],
-        path=[images / "train" / "images" / f"{i}.jpg" for i in comp.train["id"]],
+        path=image_paths(images / "train" / "images", comp.train["id"]),
         is_val=make_split(comp.train, recipe.split, recipe.seed),
     )
     test = comp.test.assign(
         row_id=comp.test["id"],
         image_id=comp.test["id"],
-        path=[images / "test" / "images" / f"{i}.jpg" for i in comp.test["id"]],
+        path=image_paths(images / "test" / "images", comp.test["id"]),
     )
     issues = DataIssues(name)
     trained = train_model(name, model, recipe.seed, train, test, work, issues)
     if trained is None:  # another process of a multi-GPU run: rank 0 predicts and writes the outputs
         return
     write_outputs(name, recipe, trained.val, trained.test, trained.summary, work, issues)
+
