@@ -1,0 +1,107 @@
+"""Stages as data, end to end: a recipe file that adds a model runs with no code change, and each stage reruns
+exactly when the code its kernel runs (its import closure) changed.
+
+Both run `iwc reproduce` as a user would, in a subprocess, on the small synthetic competition with the demo
+recipe shrunk (`TINY`). The code-key test runs a COPY of the package (PYTHONPATH), so that editing
+`iwc/report.py` or `iwc/train/fit.py` there leaves this checkout alone.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from test_reproduce import TINY
+
+from iwc.provenance import PACKAGE_DIR
+from iwc.submission import validate_file
+
+pytestmark = pytest.mark.slow
+
+THIRD_MODEL = """\
+base = "demo"
+
+[models.crop2]  # a second crop network, cut wider
+like = "crop"
+arch = "resnet10t"
+[models.crop2.crops]
+margin = 0.1
+
+[blend.weights]
+crop = 0.35
+crop2 = 0.35
+"""
+
+
+def iwc(cwd: Path, *args: str, package_parent: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if package_parent is not None:  # run the package copy there, not the installed one
+        env["PYTHONPATH"] = str(package_parent)
+    done = subprocess.run([sys.executable, "-m", "iwc.host.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=1500)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def tiny(models: tuple[str, ...]) -> list[str]:
+    """`--set` words shrinking every model of the run as TINY shrinks full and crop."""
+    sets = {s.split(".", 1)[1] for s in TINY}
+    return [w for m in models for s in sorted(sets) for w in ("--set", f"{m}.{s}")]
+
+
+def stage_line(stdout: str) -> str:
+    return next(line for line in stdout.splitlines() if line.startswith("stages run:"))
+
+
+def test_a_recipe_file_that_adds_a_third_model_runs_with_no_code_change(small_demo, tmp_path):
+    recipe = tmp_path / "three.toml"
+    recipe.write_text(THIRD_MODEL)
+    done = iwc(tmp_path, "reproduce", "--demo", "--data", str(small_demo.root), "--recipe", str(recipe),
+               *tiny(("full", "crop", "crop2")))
+    assert stage_line(done.stdout) == "stages run: full, crop, crop2, aggregate; skipped (unchanged): none"
+    kernels = tmp_path / "runs" / "three" / "kernels"
+    assert sorted(p.name for p in kernels.iterdir()) == ["aggregate", "crop", "crop2", "full"]
+    meta = json.loads((kernels / "aggregate" / "kernel-metadata.json").read_text())
+    assert meta["kernel_sources"] == [f"your-kaggle-username/iwc-{s}" for s in
+                                      ("full-image-model", "crop-model", "crop2-model")]
+    rows = [line.split("|")[1].strip() for line in done.stdout.splitlines() if line.startswith("| ")][1:]
+    assert rows == ["most frequent class (baseline)", "full: full-image model", "crop: crop model (no crop -> empty)",
+                    "crop2: crop model (no crop -> empty)", "blend (full + crop + crop2)", "blend + sequence vote"]
+    out = tmp_path / "submissions" / "three"
+    sample = small_demo.competition_dir / "sample_submission.csv"
+    categories = [c["id"] for c in json.loads((small_demo.competition_dir /
+                                               "iwildcam2020_train_annotations.json").read_text())["categories"]]
+    assert validate_file(out / "submission.csv", sample, categories) == []
+    validation = pd.read_csv(out / "validation.csv")
+    assert list(validation.columns) == ["Id", "full", "crop", "crop2", "blend", "final", "baseline", "truth",
+                                        "location"]
+    manifest = json.loads((tmp_path / "runs" / "three" / "stages" / "crop2" / "working" /
+                           "crop2.manifest.json").read_text())
+    assert manifest["recipe"]["models"]["crop2"]["crops"]["margin"] == 0.1
+    assert (out / "crop2_training_curves.png").is_file()
+
+
+def test_each_stage_reruns_exactly_when_the_code_its_kernel_runs_changed(small_demo, tmp_path):
+    copy = tmp_path / "code"
+    shutil.copytree(PACKAGE_DIR, copy / "iwc", ignore=shutil.ignore_patterns("__pycache__"))
+    args = ("reproduce", "--demo", "--data", str(small_demo.root), *tiny(("full", "crop")))
+    first = iwc(tmp_path, *args, package_parent=copy)
+    assert stage_line(first.stdout) == "stages run: full, crop, aggregate; skipped (unchanged): none"
+    manifest = json.loads((tmp_path / "runs" / "demo" / "stages" / "full" / "working" /
+                           "full.manifest.json").read_text())
+    assert "train/fit.py" in manifest["code"]["files"] and "report.py" not in manifest["code"]["files"]
+
+    with open(copy / "iwc" / "report.py", "a", encoding="utf-8") as f:
+        f.write("# a cosmetic edit of the report\n")
+    again = iwc(tmp_path, *args, package_parent=copy)
+    assert stage_line(again.stdout) == "stages run: aggregate; skipped (unchanged): full, crop"
+
+    fit = copy / "iwc" / "train" / "fit.py"
+    fit.write_text(re.sub(r"\n$", "\n# an edit of the training loop\n", fit.read_text(encoding="utf-8")))
+    retrained = iwc(tmp_path, *args, package_parent=copy)
+    assert stage_line(retrained.stdout) == "stages run: full, crop, aggregate; skipped (unchanged): none"
