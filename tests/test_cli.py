@@ -203,3 +203,15 @@ def test_weights_save_without_a_hub_is_one_line_with_the_offline_options(tmp_pat
     assert err.count("\n") == 1 and err.startswith("iwc: error: pretrained 'test_resnet' weights: the model hub")
     assert "--set full.pretrained=false" in err
     assert not out.exists()
+
+
+def test_a_reader_that_leaves_early_is_not_an_error():
+    """`iwc recipe | head -3`: the pipe closes before iwc prints; no BrokenPipeError traceback, exit 0."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "iwc.host.cli", "recipe", "--recipe", "demo"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the recipe is printed
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -328,6 +329,9 @@ def main(argv: list[str] | None = None) -> int:
     except IwcError as e:
         print(f"iwc: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader of our output left early (`iwc recipe | head`): nothing went wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 0
     except OSError as e:  # a full, over-quota or read-only disk is the user's to fix; anything else is a bug
         error = disk_error(e)
         if error is None:
