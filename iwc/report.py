@@ -162,11 +162,12 @@ def plot_per_location(locations: np.ndarray, truth: np.ndarray, preds: Mapping[s
 def report_markdown(title: str, metrics: Mapping[str, Any], data_issues: str,
                     extra: Sequence[tuple[str, str]] = ()) -> str:
     """The report of a run: its accuracy table and judgement (from `metrics`, as the aggregator writes it to
-    `metrics.json`: `labels`, `accuracy` per evaluation set, `validation` counts), the validation plots, the
+    `metrics.json`: `steps`, [step, label] pairs in table order; `accuracy` per evaluation set; `validation`
+    counts), the validation plots, the
     `data_issues` section, then `extra` (heading, body) sections."""
     accuracy, counts = metrics["accuracy"], metrics["validation"]
     sections = [
-        ("Accuracy", accuracy_table(accuracy, metrics["labels"])),
+        ("Accuracy", accuracy_table(accuracy, dict(metrics["steps"]))),
         ("Judgement", judgement(accuracy[VALIDATION])),
         ("Final predictions on validation", f"{counts['images']} images from {counts['locations']} held-out "
                                             "locations.\n\n![confusion matrix](confusion_matrix.png)\n\n"

@@ -62,8 +62,9 @@ class FakeBackend(Backend):
         predictions = pd.DataFrame({"Id": ["a", "b", "c", "d"], **{s: [0, 3, 3, 0] for s in labels}})
         for name in pipeline.COPIED:
             (working / name).write_text("{}" if name.endswith(".json") else "x")
-        (working / METRICS_JSON).write_text(json.dumps({"labels": labels, "accuracy": {VALIDATION: dict.fromkeys(
-            labels, 0.75)}, "validation": {"images": 4, "locations": 1}}))
+        metrics = {"steps": list(labels.items()), "accuracy": {VALIDATION: dict.fromkeys(labels, 0.75)},
+                   "validation": {"images": 4, "locations": 1}}
+        (working / METRICS_JSON).write_text(json.dumps(metrics))
         predictions.assign(truth=[0, 3, 0, 0], location=1).to_csv(working / "validation.csv", index=False)
         predictions.to_csv(working / "predictions.csv", index=False)
         DataIssues().save(working / ISSUES_JSON)

@@ -149,7 +149,7 @@ def test_plot_per_location_writes_a_png(tmp_path):
 
 
 def test_report_markdown_renders_the_metrics_then_the_extra_sections():
-    metrics = {"labels": LABELS, "accuracy": {VALIDATION: GOOD, "test": {"final": 0.5}},
+    metrics = {"steps": list(LABELS.items()), "accuracy": {VALIDATION: GOOD, "test": {"final": 0.5}},
                "validation": {"images": 393, "locations": 4}}
     text = report_markdown("iwc run: recipe 'demo'", metrics, "no data issues", [("Stages", "| s |")])
     headings = [line for line in text.splitlines() if line.startswith("#")]

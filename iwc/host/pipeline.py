@@ -275,7 +275,7 @@ def _assemble(stages: Path, out: Path, recipe: Recipe, truth: Path | None, keys:
     aggregate = stages / AGGREGATE / "working"
     _check_pair(aggregate)
     metrics = read_json_object(aggregate / METRICS_JSON)
-    if not {"labels", "accuracy", "validation"} <= metrics.keys():
+    if not {"steps", "accuracy", "validation"} <= metrics.keys():
         raise IwcError(f"{aggregate / METRICS_JSON} is missing or damaged: rerun with --force")
     with replacing_folder(out) as new:
         for name in COPIED:
@@ -286,9 +286,9 @@ def _assemble(stages: Path, out: Path, recipe: Recipe, truth: Path | None, keys:
             _copy(stages / model / "working" / model / "training_curves.png", new / f"{model}_training_curves.png")
         if truth is not None:
             predictions = pd.read_csv(new / "predictions.csv", dtype={"Id": str})
-            metrics["accuracy"]["test"] = _test_accuracy(predictions, truth, metrics["labels"])
+            metrics["accuracy"]["test"] = _test_accuracy(predictions, truth, dict(metrics["steps"]))
         result.accuracy = metrics["accuracy"]
-        result.table = accuracy_table(result.accuracy, metrics["labels"])
+        result.table = accuracy_table(result.accuracy, dict(metrics["steps"]))
         write_json(new / "run.json", {"recipe": recipe.to_dict(), "stage_keys": keys, "ran": result.ran,
                                       "skipped": result.skipped, "stages": result.stages,
                                       "accuracy": result.accuracy})

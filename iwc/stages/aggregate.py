@@ -71,7 +71,7 @@ def main(recipe: Recipe, name: str) -> None:
     truth = val_images["category_id"].to_numpy()
     labels = step_labels(recipe)
     val_steps = {s: val[s].to_numpy() for s in labels}
-    metrics = {"labels": labels, "accuracy": {VALIDATION: accuracies(val_steps, truth)},
+    metrics = {"steps": list(labels.items()), "accuracy": {VALIDATION: accuracies(val_steps, truth)},
                "validation": {"images": len(val), "locations": int(val_images["location"].nunique())}}
 
     write_text(work / "validation.csv", val.assign(truth=truth, location=val_images["location"].to_numpy())
