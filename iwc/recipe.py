@@ -230,7 +230,7 @@ SECTIONS = frozenset(f.name for f in fields(Recipe))
 
 
 def load_recipe(source: str | Path = "reference", overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """A named recipe, a TOML file, or a saved recipe JSON; then `a.b=value` overrides (TOML values).
+    """A named recipe, a TOML file, or a saved recipe JSON (complete); then `a.b=value` overrides (TOML values).
 
     A TOML file may set `base = "demo"` and override any subset of sections, e.g. `[models.full]` /
     `batch_size = 64`; a new model's table may start from another model with `like = "crop"`. Shorthands,
@@ -252,7 +252,8 @@ def load_recipe(source: str | Path = "reference", overrides: list[str] | tuple[s
 
 
 def _read_file(path: Path) -> dict[str, Any]:
-    """A recipe file's table merged onto its `base` (the recipe as `to_dict` gives it, before checking)."""
+    """A recipe file as `to_dict` gives a recipe, before checking: a saved recipe (`.json`, as every output
+    holds it) as it is; a TOML file merged onto its `base`."""
     if not path.is_file():
         raise IwcError(f"recipe {str(path)!r} is neither a named recipe {sorted(RECIPES)} nor a file")
     try:
@@ -262,6 +263,8 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise IwcError(f"recipe file {path}: cannot parse: {e}") from e
     if not isinstance(raw, dict):
         raise IwcError(f"recipe file {path}: must hold a table of recipe sections, not {type(raw).__name__}")
+    if path.suffix == ".json":  # complete: merging it onto a base could only add models it does not name
+        return {**raw, "name": path.stem}
     base = raw.pop("base", "reference")
     if not isinstance(base, str) or base not in RECIPES:
         raise IwcError(f"recipe file {path}: base = {base!r} must be the name of a recipe: one of {sorted(RECIPES)}")

@@ -1,5 +1,7 @@
 """The recipe: named recipes, TOML files, overrides, round trips and hashes."""
 
+import json
+
 import pytest
 
 from iwc.errors import IwcError
@@ -197,3 +199,13 @@ def test_a_byte_order_mark_is_not_content(tmp_path):
     path = tmp_path / "bom.toml"
     path.write_bytes(b"\xef\xbb\xbf" + b'base = "demo"\nseed = 3\n')
     assert load_recipe(path).seed == 3
+
+
+def test_a_saved_recipe_json_is_taken_whole_not_merged_onto_a_base(tmp_path):
+    data = DEMO.to_dict()
+    data["models"] = {"solo": data["models"]["full"]}
+    data["blend"] = {"weights": {"solo": 1.0}}
+    path = tmp_path / "saved.json"
+    path.write_text(json.dumps(data))
+    r = load_recipe(path)
+    assert (r.name, list(r.models)) == ("saved", ["solo"])  # the reference's full and crop are not added
