@@ -206,6 +206,16 @@ def _data_seed(text: str) -> int:
     return seed
 
 
+def _run_name(text: str) -> str:
+    """A run's name: one plain folder name (it names runs/<run>/ and submissions/<run>/), never a path."""
+    from iwc.io import folder_name_problem
+
+    problem = folder_name_problem(text, "--run")
+    if problem:
+        raise argparse.ArgumentTypeError(problem.removeprefix("--run = "))
+    return text
+
+
 def _printable_streams() -> None:
     """Let stdout and stderr print any path: a file name holding bytes the console's encoding cannot show
     comes out backslash-escaped instead of raising `UnicodeEncodeError` after the work is done."""
@@ -269,7 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"with --demo: {QUIRKS_HELP} (data in data/demo/<scale>-seed<N>-quirks)")
     p.add_argument("--scale", choices=["small", "medium"], default="medium", help="size of the synthetic competition")
     p.add_argument("--seed", type=int, help="the recipe's seed (training, split, TTA)")
-    p.add_argument("--run", help="run name: runs/<run>/ and submissions/<run>/ (default: the recipe name)")
+    p.add_argument("--run", type=_run_name,
+                   help="run name: runs/<run>/ and submissions/<run>/ (default: the recipe name)")
     p.add_argument("--force", action="store_true", help="rerun every stage even if its inputs are unchanged")
     p.add_argument("--backend", default="local",
                    help="where the kernels run: local (here) | docker (the CUDA image) | kaggle (Kaggle's GPUs)")
