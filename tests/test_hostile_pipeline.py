@@ -26,12 +26,15 @@ from test_reproduce import TINY
 from iwc.data.competition import TEST_JSON, TRAIN_JSON
 from iwc.data.issues import file_problem
 from iwc.errors import IwcError
+from iwc.host.backends import KernelRun
+from iwc.host.backends.kaggle import KaggleBackend
 from iwc.host.pipeline import reproduce
 from iwc.host.userpaths import resolve_weights
 from iwc.io import folder_name_problem
 from iwc.layout import RESIZED_MARKER
 from iwc.probs import ProbTable
 from iwc.recipe import load_recipe
+from iwc.stages import stage_specs
 
 world = test_hostile.world  # the fixture every case runs in
 
@@ -167,6 +170,46 @@ def test_a_damaged_stage_output_reruns_exactly_that_stage_and_says_why(small_dem
     assert f"[{stage}] unchanged" not in out
     again = reproduce(*args, backend=backend)  # now intact: nothing runs
     assert again.ran == []
+
+
+class FakeKaggle:
+    """A Kaggle client whose kernels finish at once; `pull` writes what `NpzBackend` writes."""
+
+    owner = "tester"
+
+    def __init__(self) -> None:
+        self.pushed: list[str] = []
+        self.pulled: list[str] = []
+        self.local = NpzBackend()
+
+    def push(self, kernel_dir: Path) -> int:
+        self.pushed.append(kernel_dir.name)
+        return 1
+
+    def status(self, kernel: str, version: int) -> tuple[str, str]:
+        return "COMPLETE", ""
+
+    def wait(self, kernel: str, version: int, deadline_s: float, resume: str) -> None:
+        pass
+
+    def pull(self, kernel: str, version: int, working: Path) -> tuple[list[str], str]:
+        stage = working.parent.name
+        self.pulled.append(stage)
+        self.local.run(KernelRun(stage_specs(RECIPE)[stage], working.parent / "kernel", {}, working.parent))
+        return sorted(p.name for p in working.rglob("*")), "done\n"
+
+
+def test_pulled_kaggle_outputs_are_verified_and_pulled_again_not_pushed(small_demo, tmp_path, capsys):
+    client = FakeKaggle()
+    args = (small_demo.root, RECIPE, tmp_path / "runs" / "a", tmp_path / "submissions" / "a")
+    reproduce(*args, backend=KaggleBackend(client=client), owner=client.owner)
+    assert sorted(client.pushed) == ["aggregate", "crop", "full"]
+    _truncate(tmp_path / "runs" / "a" / "stages" / "full" / "working" / "full_val.npz")
+    capsys.readouterr()
+    result = reproduce(*args, backend=KaggleBackend(client=client), owner=client.owner)
+    assert result.ran == ["full"] and "[full] outputs changed since it finished (full_val.npz: damaged)" in \
+        capsys.readouterr().out
+    assert len(client.pushed) == 3 and client.pulled[-1] == "full"  # the finished version pulled again, not pushed
 
 
 def test_a_stage_output_missing_at_assembly_is_redone_by_the_next_run(small_demo, tmp_path):

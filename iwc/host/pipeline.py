@@ -219,9 +219,9 @@ def _finished(stage_dir: Path, key: str) -> bool:
 
 
 def _plan(stage_dir: Path, key: str, force: bool) -> tuple[str, str]:
-    """What a stage needs before its key and state: ("skip", ""), finished and its outputs as it recorded them;
-    ("resume", ""), interrupted with this key; ("redo", what changed), finished but its outputs changed since;
-    ("start", ""), another key or `force`."""
+    """What a stage needs, from its key and its `stage.json`: ("skip", ""), finished with this key and its outputs
+    as it recorded them; ("resume", ""), interrupted with this key; ("redo", what changed), finished, but its
+    outputs changed since; ("start", ""), another key, or `force`."""
     state = read_json_object(stage_dir / STATE_FILE)
     if force or state.get("key") != key:
         return "start", ""
