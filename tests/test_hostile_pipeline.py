@@ -246,30 +246,31 @@ def _data_with_resized_copy(demo, tmp: Path) -> tuple[Path, Path]:
     return root, root / resized.name / RESIZED_MARKER / "test" / "images"
 
 
-def test_an_image_rewritten_in_place_at_the_same_size_reruns_its_stage(small_demo, tmp_path):
-    root, images = _data_with_resized_copy(small_demo, tmp_path)
-    backend = FakeBackend()
-    args = (root, RECIPE, tmp_path / "runs" / "a", tmp_path / "submissions" / "a")
-    reproduce(*args, backend=backend)
-    image = sorted(images.iterdir())[0]
+def _rewrite_in_place(image: Path) -> None:
+    """Damaged in place: the same size, other bytes, a later mtime."""
     data, st = image.read_bytes(), image.stat()
-    image.write_bytes(data[:100] + bytes(len(data) - 100))  # damaged in place: same size, new bytes
+    image.write_bytes(data[:100] + bytes(len(data) - 100))
     os.utime(image, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     assert image.stat().st_size == st.st_size
-    result = reproduce(*args, backend=backend)
-    assert result.ran == ["full", "aggregate"] and result.skipped == ["crop"]  # crop reads the originals only
 
 
-def test_a_dangling_symlink_among_the_images_is_a_missing_image_not_a_crash(small_demo, tmp_path):
+def _dangle(image: Path) -> None:
+    """The image replaced by a symlink to nothing."""
+    image.unlink()
+    image.symlink_to(image.with_name("gone.jpg"))
+
+
+@pytest.mark.parametrize("change", [_rewrite_in_place, _dangle], ids=["rewritten-in-place", "dangling-symlink"])
+def test_a_test_image_changed_under_the_run_reruns_the_stage_that_reads_it(small_demo, tmp_path, change):
     root, images = _data_with_resized_copy(small_demo, tmp_path)
     backend = FakeBackend()
     args = (root, RECIPE, tmp_path / "runs" / "a", tmp_path / "submissions" / "a")
     reproduce(*args, backend=backend)
     image = sorted(images.iterdir())[0]
-    image.unlink()
-    image.symlink_to(tmp_path / "gone.jpg")
-    assert reproduce(*args, backend=backend).ran == ["full", "aggregate"]
-    assert file_problem(image) == "missing"  # what the kernel records for it
+    change(image)
+    result = reproduce(*args, backend=backend)
+    assert result.ran == ["full", "aggregate"] and result.skipped == ["crop"]  # crop reads the originals only
+    assert change is _rewrite_in_place or file_problem(image) == "missing"  # what the kernel records for it
 
 
 # --- 21: weights files resolved on the host -----------------------------------------------------------------
