@@ -63,6 +63,9 @@ CASES = [
                    "file"),
     Case("reproduce-absolute-weights-missing", _reproduce("--set", "crop.weights_file=/nowhere/w.safetensors"),
          _text("models.crop.weights_file = /nowhere/w.safetensors: no such file")),
+    Case("reproduce-kaggle-relative-weights",
+         _reproduce("--backend", "kaggle", "--dry-run", "--set", "full.weights_file=w.safetensors"),
+         _text("models.full.weights_file = 'w.safetensors' is relative: on Kaggle give the file's absolute path")),
     # 22: empty image or annotation lists are named at pre-flight, with the file
     Case("reproduce-empty-test-list", _reproduce(), lambda w: f"{w.comp / TEST_JSON}: 'images' is an empty list, but "
                                                               "there is no test image to predict",

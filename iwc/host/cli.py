@@ -78,6 +78,7 @@ def _reproduce(args: argparse.Namespace) -> None:
     from iwc.host.kaggle_cli import after_reproduce, before_reproduce
     from iwc.host.pipeline import reproduce
     from iwc.host.synth import demo_root, write_demo
+    from iwc.host.userpaths import resolve_weights
     from iwc.recipe import load_recipe
 
     if args.data and Path(args.data).exists() and not Path(args.data).is_dir():
@@ -89,6 +90,7 @@ def _reproduce(args: argparse.Namespace) -> None:
         raise IwcError(f"--gpus {args.gpus}: give at least 1, and more only with --backend local or docker "
                        "(a Kaggle session runs one process)")
     backend = get_backend(args.backend)
+    recipe = resolve_weights(recipe, backend.attaches_inputs)  # before any Kaggle step (a dry run shows it)
     name = args.run or recipe.name
     if not before_reproduce(args, backend, recipe, Path("runs") / name):  # Kaggle's steps; False after --dry-run
         return
