@@ -61,6 +61,27 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Ite
         raise
 
 
+MAX_NAME_BYTES = 200  # leaves room under the usual 255-byte limit for `.<name>.assembling-XXXXXXXX` beside it
+
+
+def folder_name_problem(name: str, what: str) -> str | None:
+    """Why `name` (given as `what`, e.g. `--run`) cannot be one plain folder name inside another folder, as one
+    sentence naming it; None when it can. Refused: empty, `.` or `..`, a path separator, NUL or another control
+    character, more than `MAX_NAME_BYTES` bytes (the file system's limit, less room for temp folders beside it)."""
+    size = len(os.fsencode(name))
+    bad = sorted({c for c in name if c in "/\\" or ord(c) < 32 or ord(c) == 127})
+    if name in ("", ".", ".."):
+        why = "it names no folder of its own"
+    elif bad:
+        why = f"it holds {', '.join(repr(c) for c in bad)}"
+    elif size > MAX_NAME_BYTES:
+        why = f"it is {size} bytes long (at most {MAX_NAME_BYTES})"
+    else:
+        return None
+    shown = repr(name) if len(name) <= 40 else f"{name[:40]!r}..."
+    return f"{what} = {shown} must be a plain folder name, not a path: {why}"
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write `obj` as indented, key-sorted JSON, atomically (stable bytes for stable content)."""
     with atomic_write(path, "w", encoding="utf-8") as f:

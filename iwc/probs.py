@@ -8,6 +8,8 @@ category map as JSON beside it (`<name>.categories.json`).
 from __future__ import annotations
 
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,14 +54,16 @@ class ProbTable:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ProbTable:
+        """The table saved at `path` (.npz); `IwcError` (one line) when it is absent, truncated or garbled."""
         path = Path(path)
         if not path.is_file():
             raise IwcError(f"probability table {path} does not exist: run the stage that writes it first")
         try:
             with np.load(path, allow_pickle=False) as z:
                 return cls(z["image_ids"], z["category_ids"], z["probs"])
-        except (OSError, KeyError, ValueError) as e:
-            raise IwcError(f"probability table {path} is unreadable ({e}); delete it and rerun its stage") from e
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:  # truncated, garbled
+            said = " ".join(str(e).split()) or type(e).__name__
+            raise IwcError(f"probability table {path} is unreadable ({said}); delete it and rerun its stage") from e
 
 
 def categories_path(table_path: str | os.PathLike) -> Path:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
 
 from iwc.errors import IwcError
-from iwc.io import sha256_json
+from iwc.io import folder_name_problem, sha256_json
 
 
 @dataclass(frozen=True)
@@ -335,8 +335,8 @@ def check_recipe(recipe: Recipe) -> None:
     (field ranges, cross-field rules, model names, blend weights, timm architecture names); return None when
     the recipe is sound."""
     problems = _range_problems(recipe, "")
-    if not recipe.name or any(c in recipe.name for c in "/\\\0") or recipe.name in (".", ".."):
-        problems.append(f"name = {recipe.name!r} must be a plain folder name (it names runs/<name>/)")
+    if name_problem := folder_name_problem(recipe.name, "name"):
+        problems.append(f"{name_problem} (it names runs/<name>/)")
     if not recipe.models:
         problems.append("models = {} must name at least one model")
     elif all(m.input != "full" for m in recipe.models.values()):

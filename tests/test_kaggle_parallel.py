@@ -12,6 +12,7 @@ from iwc.recipe import DEMO
 from iwc.stages import stage_specs
 
 SPECS = stage_specs(DEMO)
+START = {"full": ("start", ""), "crop": ("start", "")}  # what `_plan` says of stages never run
 
 
 class Together(Backend):
@@ -40,17 +41,17 @@ def test_waves_put_full_and_crop_together_before_the_aggregator():
 
 
 def test_a_parallel_backend_runs_full_and_crop_at_the_same_time(tmp_path):
-    states = _run_wave(Together(parallel=True), jobs(tmp_path), {"full": "k1", "crop": "k2"}, False)
+    states = _run_wave(Together(parallel=True), jobs(tmp_path), {"full": "k1", "crop": "k2"}, START)
     assert {s: state["ran"] for s, state in states.items()} == {"full": True, "crop": True}
 
 
 def test_a_sequential_backend_runs_them_one_by_one(tmp_path):
     with pytest.raises(threading.BrokenBarrierError):
-        _run_wave(Together(parallel=False), jobs(tmp_path), {"full": "k1", "crop": "k2"}, False)
+        _run_wave(Together(parallel=False), jobs(tmp_path), {"full": "k1", "crop": "k2"}, START)
 
 
 def test_a_failure_beside_a_success_is_raised_after_the_success_is_recorded(tmp_path):
     with pytest.raises(IwcError, match="crop failed"):
-        _run_wave(Together(parallel=True, fail="crop"), jobs(tmp_path), {"full": "k1", "crop": "k2"}, False)
+        _run_wave(Together(parallel=True, fail="crop"), jobs(tmp_path), {"full": "k1", "crop": "k2"}, START)
     assert read_json_object(tmp_path / "stages" / "full" / STATE_FILE)["complete"] is True
     assert read_json_object(tmp_path / "stages" / "crop" / STATE_FILE)["complete"] is False

@@ -120,7 +120,7 @@ BAD_VALUES = [
     ("full.augment.contrast=-0.2", "models.full.augment.contrast = -0.2 must be in [0, 1)"),
     ("full.stages.0.lr_hi=inf", "models.full.stages[0].lr_hi = inf must be > 0"),
     ("seed=-1", "seed = -1 must be in [0, 4294967295]"),
-    ("name='../x'", "name = '../x' must be a plain folder name"),
+    ("name='../x'", "name = '../x' must be a plain folder name, not a path: it holds '/'"),
     ("full.pretrained=1", "models.full.pretrained = 1 must be bool"),
     ("full.stages=3", "models.full.stages = 3 must be a list of tables"),]
 

@@ -341,6 +341,8 @@ def read_train(path: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
     category_records = _json_records(report, data, "categories")
     annotations = ann_records.typed(ANNOTATION_FIELDS)
     images, categories = _images_and_categories(report, image_records, category_records)
+    _require_rows(path, "images", images, "a model needs at least one training image")
+    _require_rows(path, "annotations", annotations, "each training image needs one, giving its category_id")
 
     ann_records.flag(~annotations["image_id"].isin(images["id"]),
                      lambda r: f"field 'image_id' = {annotations.at[r, 'image_id']!r} names no image")
@@ -369,7 +371,15 @@ def read_test(path: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
     data = _load_json(path)
     image_records = _json_records(report, data, "images")
     category_records = _json_records(report, data, "categories")
-    return _images_and_categories(report, image_records, category_records)
+    images, categories = _images_and_categories(report, image_records, category_records)
+    _require_rows(path, "images", images, "there is no test image to predict")
+    return images, categories
+
+
+def _require_rows(path: Path, key: str, rows: pd.DataFrame, why: str) -> None:
+    """`IwcError` naming `path` and its list `key` when `rows` (what was read from that list) is empty."""
+    if rows.empty:
+        raise IwcError(f"{path}: '{key}' is an empty list, but {why}. Fix or replace {path.name}: {GET_DATA}.")
 
 
 def _images_and_categories(report: _Report, image_records: _Records,

@@ -78,6 +78,7 @@ def _reproduce(args: argparse.Namespace) -> None:
     from iwc.host.kaggle_cli import DATA, check_submit, submit_result
     from iwc.host.pipeline import reproduce
     from iwc.host.synth import demo_root, write_demo
+    from iwc.host.userpaths import resolve_weights
     from iwc.recipe import load_recipe
 
     if args.data and Path(args.data).exists() and not Path(args.data).is_dir():
@@ -89,6 +90,7 @@ def _reproduce(args: argparse.Namespace) -> None:
     options = RunOptions(Path(args.data or DATA), demo=args.demo, dry_run=args.dry_run, timeout=args.timeout,
                          gpus=args.gpus)
     backend.check(options)
+    recipe = resolve_weights(recipe, backend.attaches_inputs)  # before any Kaggle step (a dry run shows it)
     if args.quirks and not args.demo:
         raise IwcError("--quirks plants defects in the synthetic competition: use it with --demo")
     check_submit(args, backend)  # with --submit: the credential can submit, before hours of training
@@ -208,6 +210,16 @@ def _data_seed(text: str) -> int:
     return seed
 
 
+def _run_name(text: str) -> str:
+    """A run's name: one plain folder name (it names runs/<run>/ and submissions/<run>/), never a path."""
+    from iwc.io import folder_name_problem
+
+    problem = folder_name_problem(text, "--run")
+    if problem:
+        raise argparse.ArgumentTypeError(problem.removeprefix("--run = "))
+    return text
+
+
 def _printable_streams() -> None:
     """Let stdout and stderr print any path: a file name holding bytes the console's encoding cannot show
     comes out backslash-escaped instead of raising `UnicodeEncodeError` after the work is done."""
@@ -272,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"with --demo: {QUIRKS_HELP} (data in data/demo/<scale>-seed<N>-quirks)")
     p.add_argument("--scale", choices=["small", "medium"], default="medium", help="size of the synthetic competition")
     p.add_argument("--seed", type=int, help="the recipe's seed (training, split, TTA)")
-    p.add_argument("--run", help="run name: runs/<run>/ and submissions/<run>/ (default: the recipe name)")
+    p.add_argument("--run", type=_run_name,
+                   help="run name: runs/<run>/ and submissions/<run>/ (default: the recipe name)")
     p.add_argument("--force", action="store_true", help="rerun every stage even if its inputs are unchanged")
     p.add_argument("--backend", default="local", choices=list(BACKENDS),
                    help="where the kernels run: local (here) | docker (the CUDA image) | kaggle (Kaggle's GPUs)")

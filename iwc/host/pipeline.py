@@ -32,11 +32,13 @@ from iwc import layout
 from iwc.data.competition import MD_JSON, SAMPLE_CSV, TEST_JSON, TRAIN_JSON, Competition
 from iwc.data.issues import ISSUES_JSON, DataIssues
 from iwc.errors import IwcError
+from iwc.host import outputs
 from iwc.host.backends import Backend, KernelRun
 from iwc.host.backends.local import LocalBackend
 from iwc.host.bundle import DEFAULT_OWNER, build_kernels
 from iwc.host.runlock import run_lock
 from iwc.host.submitted import RECORD as SUBMITTED
+from iwc.host.userpaths import check_apart, resolve_weights
 from iwc.io import atomic_write, read_json_object, replacing_folder, sha256_file, sha256_json, write_json, write_text
 from iwc.provenance import closure_sources, hash_sources, package_sources
 from iwc.recipe import Recipe
@@ -73,6 +75,8 @@ def reproduce(data_root: Path, recipe: Recipe, run_dir: Path, submission_dir: Pa
     """
     backend = backend or LocalBackend()
     remote = backend.attaches_inputs  # it attaches Kaggle's copies: only metadata is here
+    check_apart(run_dir, submission_dir)
+    recipe = resolve_weights(recipe, remote)
     try:
         competition = layout.find_competition(data_root)
         resized = None if remote else layout.find_resized(data_root)
@@ -93,7 +97,8 @@ def reproduce(data_root: Path, recipe: Recipe, run_dir: Path, submission_dir: Pa
         if force:
             shutil.rmtree(scratch, ignore_errors=True)
         kernels = {Path(k).name: Path(k) for k in build_kernels(run_dir / "kernels", recipe, owner, sources=sources)}
-        pending = [s for s in specs if force or not _finished(run_dir / "stages" / s, keys[s])]
+        plans = {s: _plan(run_dir / "stages" / s, keys[s], force) for s in specs}
+        pending = [s for s in specs if plans[s][0] != "skip"]
         preflight(competition, resized, [specs[s] for s in pending])
         jobs = {}
         for stage, spec in specs.items():
@@ -104,7 +109,7 @@ def reproduce(data_root: Path, recipe: Recipe, run_dir: Path, submission_dir: Pa
                                     processes=gpus if spec.gpu else 1)
         for wave in _waves(specs):
             try:
-                states = _run_wave(backend, [jobs[stage] for stage in wave], keys, force)
+                states = _run_wave(backend, [jobs[stage] for stage in wave], keys, plans)
             except KeyboardInterrupt:
                 left = [s for s in wave if not _finished(run_dir / "stages" / s, keys[s])]
                 where = ", ".join(str(shown_run_dir / "stages" / stage) for stage in left)
@@ -177,20 +182,21 @@ def _waves(specs: Mapping[str, StageSpec]) -> list[list[str]]:
     return waves
 
 
-def _run_wave(backend: Backend, jobs: list[KernelRun], keys: dict[str, str], force: bool) -> dict[str, dict]:
+def _run_wave(backend: Backend, jobs: list[KernelRun], keys: dict[str, str], plans: dict[str, tuple[str, str]]
+              ) -> dict[str, dict]:
     """Run one wave's stages (`_run_stage`): at the same time when the backend is `parallel`, else in turn.
 
     In parallel, every stage is seen to its end before the first failure is raised, so a stage that
     succeeds beside a failing one is kept. Returns `{stage: its state}`.
     """
     if len(jobs) < 2 or not backend.parallel:
-        return {job.spec.name: _run_stage(backend, job, keys[job.spec.name], force) for job in jobs}
+        return {job.spec.name: _run_stage(backend, job, keys[job.spec.name], plans[job.spec.name]) for job in jobs}
     states: dict[str, dict] = {}
     errors: dict[str, Exception] = {}
 
     def work(job: KernelRun) -> None:
         try:
-            states[job.spec.name] = _run_stage(backend, job, keys[job.spec.name], force)
+            states[job.spec.name] = _run_stage(backend, job, keys[job.spec.name], plans[job.spec.name])
         except Exception as e:  # raised again below, in the calling thread
             errors[job.spec.name] = e
 
@@ -212,22 +218,42 @@ def _finished(stage_dir: Path, key: str) -> bool:
     return state.get("key") == key and bool(state.get("complete"))
 
 
-def _run_stage(backend: Backend, job: KernelRun, key: str, force: bool) -> dict:
-    """Run one kernel unless it already finished with this key.
+def _plan(stage_dir: Path, key: str, force: bool) -> tuple[str, str]:
+    """What a stage needs, from its key and its `stage.json`: ("skip", ""), finished with this key and its outputs
+    as it recorded them; ("resume", ""), interrupted with this key; ("redo", what changed), finished, but its
+    outputs changed since; ("start", ""), another key, or `force`."""
+    state = read_json_object(stage_dir / STATE_FILE)
+    if force or state.get("key") != key:
+        return "start", ""
+    if not state.get("complete"):
+        return "resume", ""
+    changed = outputs.changes(stage_dir / "working", state.get("outputs"))
+    return ("redo", outputs.describe(changed)) if changed else ("skip", "")
+
+
+def _run_stage(backend: Backend, job: KernelRun, key: str, plan: tuple[str, str]) -> dict:
+    """Run one kernel as `plan` (`_plan`) says: skip it, resume it, run it again or start it afresh.
 
     Returns the stage's state: `ran`, `attempts` (runs of this key, including interrupted ones) and
     `seconds` (their total). A resumed stage's log gets a marked restart line and keeps what came before.
+    A finished stage records its outputs' hashes (`outputs.record`); one whose outputs changed since runs again
+    from the start (its log and its backend's record, e.g. a Kaggle version to pull again, are kept).
     """
     stage, stage_dir = job.spec.name, job.stage_dir
     state_path = stage_dir / STATE_FILE
     state = read_json_object(state_path)
-    if not force and _finished(stage_dir, key):
+    action, why = plan
+    if action == "skip":
         print(f"[{stage}] unchanged (key {key[:12]}): skipped")
         return {"ran": False, "attempts": state.get("attempts", 1), "seconds": state.get("seconds", 0.0)}
-    resuming = not force and state.get("key") == key
+    resuming = action == "resume"
     if resuming:
         state = _settle(state, job.log_path)
         print(f"[{stage}] resuming an interrupted run (attempt {state['attempts'] + 1})")
+    elif action == "redo":
+        print(f"[{stage}] outputs changed since it finished ({why}): running it again")
+        shutil.rmtree(stage_dir / "working", ignore_errors=True)
+        state = {"key": key, "attempts": state.get("attempts", 1), "seconds": state.get("seconds", 0.0)}
     else:  # a different key: nothing to resume
         shutil.rmtree(stage_dir / "working", ignore_errors=True)
         job.state_path.unlink(missing_ok=True)
@@ -240,7 +266,7 @@ def _run_stage(backend: Backend, job: KernelRun, key: str, force: bool) -> dict:
     print(f"[{stage}] running {job.spec.code_file} ({backend.name})")
     try:
         backend.run(job)
-        state["complete"] = True
+        state.update(complete=True, outputs=outputs.record(stage_dir / "working"))
     finally:  # also on Ctrl-C or a failure: the attempt's time counts
         state["seconds"] = round(state["seconds"] + time.time() - state.pop("running_since"), 1)
         write_json(state_path, state)
@@ -276,14 +302,15 @@ def _assemble(stages: Path, out: Path, recipe: Recipe, truth: Path | None, keys:
     _check_pair(aggregate)
     metrics = read_json_object(aggregate / METRICS_JSON)
     if not {"steps", "accuracy", "validation"} <= metrics.keys():
-        raise IwcError(f"{aggregate / METRICS_JSON} is missing or damaged: rerun with --force")
+        raise _stage_output_error(aggregate.parent, f"{aggregate / METRICS_JSON} is missing or damaged")
     with replacing_folder(out) as new:
         for name in COPIED:
-            _copy(aggregate / name, new / name)
+            _copy(_stage_file(aggregate / name), new / name)
         if (out / SUBMITTED).is_file():  # what was sent to Kaggle from this folder: kept, to refuse duplicates
             _copy(out / SUBMITTED, new / SUBMITTED)
         for model in recipe.models:
-            _copy(stages / model / "working" / model / "training_curves.png", new / f"{model}_training_curves.png")
+            _copy(_stage_file(stages / model / "working" / model / "training_curves.png"),
+                  new / f"{model}_training_curves.png")
         if truth is not None:
             predictions = pd.read_csv(new / "predictions.csv", dtype={"Id": str})
             metrics["accuracy"]["test"] = _test_accuracy(predictions, truth, dict(metrics["steps"]))
@@ -323,12 +350,26 @@ def _kernel_runtime(stage_dir: Path) -> dict[str, str]:
 
 def _check_pair(folder: Path) -> None:
     """`folder`'s submission.csv is the one its manifest.json describes (not a stale or half-written file)."""
-    csv, manifest = folder / "submission.csv", folder / "manifest.json"
-    for path in (csv, manifest):
-        if not path.is_file():
-            raise IwcError(f"expected stage output {path} is missing; rerun with --force")
+    csv, manifest = _stage_file(folder / "submission.csv"), _stage_file(folder / "manifest.json")
     if read_json_object(manifest).get("submission", {}).get("sha256") != sha256_file(csv):
-        raise IwcError(f"{csv} does not match its {manifest.name}: rerun with --force")
+        raise _stage_output_error(folder.parent, f"{csv} does not match its {manifest.name}")
+
+
+def _stage_file(path: Path) -> Path:
+    """`path`, an output in `stages/<stage>/working/`, when it is a file; else `_stage_output_error`."""
+    if not path.is_file():
+        stage_dir = next(p for p in path.parents if p.name == "working").parent
+        raise _stage_output_error(stage_dir, f"expected stage output {path} is missing")
+    return path
+
+
+def _stage_output_error(stage_dir: Path, problem: str) -> IwcError:
+    """The error for a stage's bad output: the stage forgets its recorded outputs, so that rerunning the same
+    command runs it again (and only it), as the message says."""
+    state = read_json_object(stage_dir / STATE_FILE)
+    if state.get("complete"):
+        write_json(stage_dir / STATE_FILE, {**state, "outputs": None})
+    return IwcError(f"{problem}: rerun the same command to run the {stage_dir.name} stage again")
 
 
 def _test_accuracy(predictions: pd.DataFrame, truth_csv: Path, steps: Iterable[str]) -> dict[str, float]:
@@ -342,8 +383,6 @@ def _test_accuracy(predictions: pd.DataFrame, truth_csv: Path, steps: Iterable[s
 
 
 def _copy(src: Path, dst: Path) -> None:
-    if not src.is_file():
-        raise IwcError(f"expected stage output {src} is missing; rerun with --force")
     with open(src, "rb") as f, atomic_write(dst, "wb") as g:
         shutil.copyfileobj(f, g)
 
@@ -359,9 +398,19 @@ def _fingerprint_files(folder: Path, names: tuple[str, ...]) -> dict[str, str]:
 
 
 def _fingerprint_listing(folder: Path) -> str:
-    """Hash of (name, size) of every file in `folder`, recursively: cheap, and changes when the data do."""
+    """Hash of (name, size, mtime_ns) of every file in `folder`, recursively; a dangling symlink counts as a
+    missing file (the kernel records its image as `missing`).
+
+    Why not the contents: hashing 100 GB of originals would cost minutes on every rerun. A file rewritten in
+    place keeps its size but gets a new mtime: the quick check make, rsync and dvc use. Its cost: copying the
+    data anew (new mtimes, same bytes) reruns the stages that read it."""
     entries = []
     for dirpath, _, files in os.walk(folder):
         rel = os.path.relpath(dirpath, folder)
-        entries.extend((rel, f, os.path.getsize(os.path.join(dirpath, f))) for f in files)
+        for name in files:
+            try:
+                st = os.stat(os.path.join(dirpath, name))
+                entries.append((rel, name, st.st_size, st.st_mtime_ns))
+            except FileNotFoundError:  # a symlink to nothing (os.walk listed it, so it exists as a link)
+                entries.append((rel, name, -1, -1))
     return sha256_json(sorted(entries))

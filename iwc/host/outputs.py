@@ -1,0 +1,54 @@
+"""What a finished stage left in its working folder, recorded and checked again on a rerun.
+
+`record(working)` -> `{relative path: {"sha256", "size"}}` for every file under it (checkpoints included:
+hashing runs at hundreds of MB/s, small beside a stage's run); `changes(working, recorded)` -> what differs
+now, e.g. `["full_test.npz: damaged", "full.manifest.json: missing"]` (empty: intact); `describe(changes)` ->
+one short phrase of them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from iwc.io import sha256_file
+
+SHOWN = 3  # changes named in a message; the rest are counted
+
+
+def record(working: Path) -> dict[str, dict[str, Any]]:
+    """Every regular file under `working` (symlinks not followed), by its POSIX path relative to it."""
+    found = {}
+    for folder, _, files in os.walk(working):
+        for name in files:
+            path = Path(folder) / name
+            if path.is_file() and not path.is_symlink():
+                found[path.relative_to(working).as_posix()] = {"sha256": sha256_file(path),
+                                                               "size": path.stat().st_size}
+    return found
+
+
+def changes(working: Path, recorded: Any) -> list[str]:
+    """How `working` differs from `recorded` (a `record` result, or anything else read from a state file):
+    each file missing, damaged (other size or bytes) or added, in path order; empty when it is as recorded."""
+    if not isinstance(recorded, dict):
+        return ["no record of its outputs"]
+    if not Path(working).is_dir():
+        return [f"{Path(working).name}/: missing"]
+    now = record(working)
+    found = []
+    for rel in sorted(set(recorded) | set(now)):
+        if rel not in now:
+            found.append(f"{rel}: missing")
+        elif rel not in recorded:
+            found.append(f"{rel}: added")
+        elif now[rel] != recorded[rel]:
+            found.append(f"{rel}: damaged")
+    return found
+
+
+def describe(found: list[str]) -> str:
+    """`found` (from `changes`) as one phrase: the first few, then how many more."""
+    more = len(found) - SHOWN
+    return ", ".join(found[:SHOWN]) + (f" and {more} more" if more > 0 else "")
