@@ -26,7 +26,7 @@ class KernelRun:
     the sources named in the metadata instead. `stage_dir` is this stage's folder in the run (log,
     outputs, backend state); `env` adds environment variables where the backend runs the kernel here.
     `processes` > 1 runs the kernel under torchrun, one process per GPU (see `kernel_command`); Kaggle
-    runs one.
+    runs one. `processes` 0 (`--gpus 0`) runs one process on the CPU: no GPU is attached or visible.
     """
 
     spec: StageSpec
@@ -35,6 +35,11 @@ class KernelRun:
     stage_dir: Path
     env: dict[str, str] = field(default_factory=dict)
     processes: int = 1
+
+    @property
+    def gpu(self) -> bool:
+        """Whether this run gets GPUs: its stage needs one and it was not asked to run on the CPU."""
+        return self.spec.gpu and self.processes > 0
 
     @property
     def kernel_file(self) -> Path:
@@ -70,11 +75,11 @@ class Backend(Protocol):
 
 
 def kernel_command(kernel_file: str | PurePath, processes: int = 1, python: str = sys.executable) -> list[str]:
-    """The command that runs a kernel file: `python FILE`, or with `processes` > 1 torchrun starting that many
-    copies of it on this machine (DistributedDataParallel training, one GPU each)."""
-    if processes < 1:
-        raise IwcError(f"--gpus {processes}: the number of processes must be at least 1")
-    if processes == 1:
+    """The command that runs a kernel file: `python FILE` (`processes` 1, or 0 for a CPU run), or with
+    `processes` > 1 torchrun starting that many copies of it on this machine (DDP training, one GPU each)."""
+    if processes < 0:
+        raise IwcError(f"--gpus {processes}: give 0 (CPU) or more")
+    if processes <= 1:
         return [python, str(kernel_file)]
     return [python, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes),
             str(kernel_file)]
