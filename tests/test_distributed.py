@@ -150,7 +150,8 @@ def test_generated_full_kernel_trains_on_two_processes_and_rank0_writes_the_outp
     assert log.count("classes,") == 1  # only rank 0 logs INFO lines
 
 
-@pytest.mark.parametrize("argv", [["--gpus", "-1"], ["--gpus", "2", "--backend", "kaggle"], ["--gpus", "0", "--backend", "kaggle"]])
+@pytest.mark.parametrize("argv", [["--gpus", "-1"], ["--gpus", "2", "--backend", "kaggle"],
+                                  ["--gpus", "0", "--backend", "kaggle"]])
 def test_reproduce_refuses_a_gpu_count_it_cannot_use(argv, capsys):
     from iwc.host.cli import main
 

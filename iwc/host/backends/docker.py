@@ -105,8 +105,9 @@ class DockerBackend:
             found = subprocess.run([docker, "image", "inspect", "--format", "{{.Id}}", self.image],
                                    capture_output=True, text=True, check=False)
             if found.returncode:
-                raise IwcError(f"Docker image {self.image} not found: build it with `invoke docker.build` "
-                               f"(or set {IMAGE_ENV} to an image you have)")
+                raise IwcError(f"Docker image {self.image} not found: build it with `invoke docker.build` (no "
+                               "registry reachable: `invoke docker.build --base \"$(invoke docker.base)\"`), or set "
+                               f"{IMAGE_ENV} to an image you have; then rerun: finished stages are kept")
             self._ready[gpu] = docker
         return self._ready[gpu]
 
