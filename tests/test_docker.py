@@ -189,6 +189,17 @@ def test_docker_build_task_records_the_exact_command():
         [*base[:5], kaggle_tag, *base[6:], "--build-arg", "BASE=gcr.io/kaggle-gpu-images/python:v160",
          "--build-arg", "DEPS=base", "."])]
     assert not any(secret in " ".join(build_argv()) for secret in SECRETS.values())
+    assert build_argv(base="iwc-base:b1")[-5:] == ["--build-arg", "BASE=iwc-base:b1", "--label", "iwc.base=iwc-base:b1",
+                                                   "."]
+    assert build_argv(base="iwc-base:b1")[5] == tag  # the tag the backend looks for, whatever the base
+
+
+def test_offline_base_tasks_forward_to_iwc():
+    tasks = _load_tasks()
+    (build,) = _commands(tasks.docker_build, base="iwc-base:b1")
+    assert build.endswith("-m iwc.host.cli docker-build --base iwc-base:b1")
+    (base,) = _commands(tasks.docker_base, mirror="http://mirror.example/debian")
+    assert base.endswith("-m iwc.host.cli docker-base --mirror http://mirror.example/debian")
 
 
 def test_image_tag_follows_the_code_it_holds(tmp_path):
