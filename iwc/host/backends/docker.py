@@ -71,16 +71,16 @@ class DockerBackend:
         try:
             run_streamed([docker, *argv[1:]], dict(os.environ), job.stage_dir, job.log_path, job.spec.code_file,
                          paths)
-        except IwcError as failed:
-            self._explain(docker, job, failed)
+        except IwcError:
+            self._explain(docker, job)
             raise
         finally:  # on success, failure or Ctrl-C: the client is gone, the container must go too
             _remove(docker, name)
         return job.stage_dir / "working"
 
-    def _explain(self, docker: str, job: KernelRun, failed: IwcError) -> None:
-        """Raise a clearer one-line `IwcError` than `failed` when the container was killed, ran out of memory,
-        or the engine or image went away; return when none of these explains it."""
+    def _explain(self, docker: str, job: KernelRun) -> None:
+        """After `job`'s container failed: raise a clearer one-line `IwcError` when it was killed, ran out of
+        memory, or the engine or image went away; return when none of these explains it."""
         state = subprocess.run([docker, "inspect", "--format", "{{.State.OOMKilled}} {{.State.ExitCode}}",
                                 container_name(job)], capture_output=True, text=True, check=False)
         oom, _, code = state.stdout.strip().partition(" ")
