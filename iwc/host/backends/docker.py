@@ -123,7 +123,8 @@ def check_engine(gpu: bool) -> str:
     if done.returncode:
         said = (done.stderr.strip().splitlines() or ["no answer"])[-1]
         raise IwcError(f"the Docker engine does not answer (`docker info`: {said}): start it "
-                       "(`sudo systemctl start docker`) or add yourself to the `docker` group")
+                       "(`sudo systemctl start docker`) or add yourself to the `docker` group, then rerun: "
+                       "finished stages are kept")
     # `--gpus` works through the toolkit's "nvidia" runtime (what `nvidia-ctk runtime configure` registers) or,
     # in older setups, its prestart hook
     if gpu and '"nvidia"' not in done.stdout and not shutil.which("nvidia-container-runtime-hook"):
