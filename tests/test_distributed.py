@@ -119,8 +119,9 @@ def test_kernel_command_starts_torchrun_for_several_processes(tmp_path):
     assert kernel_command("k.py", 1, python="py") == ["py", "k.py"]
     assert kernel_command(Path("k.py"), 4, python="py") == [
         "py", "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "4", "k.py"]
-    with pytest.raises(IwcError, match="at least 1"):
-        kernel_command("k.py", 0)
+    assert kernel_command("k.py", 0, python="py") == ["py", "k.py"]  # --gpus 0: one process on the CPU
+    with pytest.raises(IwcError, match=r"give 0 \(CPU\) or more"):
+        kernel_command("k.py", -1)
 
 
 def test_local_backend_runs_a_kernel_once_per_process(tmp_path):
