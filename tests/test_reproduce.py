@@ -4,12 +4,14 @@ The recipe is the demo recipe shrunk (32 px, one epoch per stage) so the whole p
 same code runs in `invoke reproduce --demo`.
 """
 
+import hashlib
 import json
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
+import torch
 
 from iwc.errors import IwcError
 from iwc.host.backends.local import mount_inputs
@@ -21,6 +23,33 @@ from iwc.submission import validate_file
 
 TINY = [f"{m}.{k}" for m in ("full", "crop") for k in (
     "image_size=32", "cache_size=36", "batch_size=64", "stages.0.epochs=1", "stages.1.epochs=1", "tta.views=1")]
+VOLATILE = {"seconds", "images_per_s", "runtime"}  # how long, and on which Python: records of a run, not results
+
+
+def _stable(obj):
+    """`obj` without `VOLATILE` keys, each tensor as the sha256 of its dtype, shape and bytes."""
+    if isinstance(obj, dict):
+        return {str(k): _stable(v) for k, v in obj.items() if k not in VOLATILE}
+    if isinstance(obj, list | tuple):
+        return [_stable(v) for v in obj]
+    if hasattr(obj, "numpy"):  # a tensor
+        t = obj.detach().cpu().contiguous()
+        return f"{t.dtype} {tuple(t.shape)} {hashlib.sha256(t.view(-1).view(torch.uint8).numpy()).hexdigest()}"
+    return obj
+
+
+def stage_files(folder) -> dict:
+    """Relative path -> bytes of every file under `folder`; the run records among them (manifests, the training
+    history, and the checkpoint, which holds that history) without their `VOLATILE` fields, which no two runs
+    share: the checkpoint's weights, optimizer and random states are compared bit for bit."""
+    def comparable(path):
+        if path.name.endswith("manifest.json") or path.name == "history.json":
+            return json.dumps(_stable(json.loads(path.read_bytes())), sort_keys=True).encode()
+        if path.suffix == ".pt":
+            return json.dumps(_stable(torch.load(path, map_location="cpu", weights_only=True)), sort_keys=True,
+                              default=repr).encode()
+        return path.read_bytes()
+    return {p.relative_to(folder).as_posix(): comparable(p) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def run(demo, tmp, name, overrides=(), **kwargs):
@@ -105,6 +134,12 @@ def test_same_seed_gives_a_byte_identical_submission(first, small_demo):
     fresh = run(small_demo, tmp, "b")
     assert fresh.ran == ["full", "crop", "aggregate"]
     assert (fresh.submission_dir / "submission.csv").read_bytes() == first_bytes
+    # every file the full stage wrote, byte for byte (run "a"'s other stages were rerun with other settings above,
+    # and its full stage last resumed under another blend, which its manifest records with the whole recipe)
+    a, b = (stage_files(tmp / "runs" / name / "stages" / "full" / "working") for name in ("a", "b"))
+    assert {"full_test.npz", "full_val.npz", "full/training_curves.png", "full/checkpoint.pt"} <= a.keys()
+    manifests = [{k: v for k, v in json.loads(d.pop("full.manifest.json")).items() if k != "recipe"} for d in (a, b)]
+    assert manifests[0] == manifests[1] and a.keys() == b.keys() and [n for n in a if a[n] != b[n]] == []
 
 
 def _category_ids(demo):

@@ -12,8 +12,8 @@ from invoke import MockContext, Result
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ["reproduce", "test", "lint", "bench.aggregate", "bench.crops", "bench.pipeline", "bench.gpu",
          "data.demo", "data.download", "kernels.build", "kernels.check", "kernels.push", "kernels.status",
-         "kernels.pull", "submission.submit", "weights.save", "docker.build", "docker.run", "docker.lock",
-         "kaggle.sandbox"]
+         "kernels.pull", "submission.submit", "weights.save", "docker.base", "docker.build", "docker.run",
+         "docker.lock", "kaggle.sandbox"]
 
 
 def _invoke(*args: str) -> subprocess.CompletedProcess:

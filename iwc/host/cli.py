@@ -135,6 +135,21 @@ def _docker_run(args: argparse.Namespace) -> None:
     print(f"outputs: {working}; log: {out / 'log.txt'}")
 
 
+def _docker_base(args: argparse.Namespace) -> None:
+    from iwc.host.docker_base import build_base
+
+    print(build_base(args.mirror or ""))
+
+
+def _docker_build(args: argparse.Namespace) -> None:
+    from iwc.host.backends.docker import PROJECT_DIR, build_argv
+    from iwc.host.docker_base import docker_build
+
+    argv = build_argv(base=args.base)
+    docker_build(argv[:-1], PROJECT_DIR)
+    print(argv[argv.index("--tag") + 1])
+
+
 def _weights_save(args: argparse.Namespace) -> None:
     from iwc.host.weights import save_pretrained
 
@@ -296,7 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, help="with --backend kaggle: seconds to wait for each kernel "
                                                  "(default 13 h)")
     p.add_argument("--gpus", type=int, default=1, help="train each model on this many GPUs of this machine "
-                                                       "(torchrun, DistributedDataParallel; local and docker)")
+                                                       "(torchrun, DistributedDataParallel; local and docker); "
+                                                       "0: every stage on the CPU, no GPU attached")
     _add_recipe_args(p, default="reference, or demo with --demo")
     p.epilog = ("Offline (no model hub, e.g. a Kaggle kernel without internet): the reference recipe starts from "
                 "pretrained weights; save them once where a hub is reachable (`iwc weights save --arch resnet50 "
@@ -324,6 +340,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", help="image to run (default: $IWC_DOCKER_IMAGE, else the one `invoke docker.build` "
                                    "tags for this code)")
     _add_recipe_args(p)
+
+    p = add("docker-base", _docker_base, "make a base image here from Debian packages (debootstrap, as root) and "
+            "torch, cached by a tag of its inputs; prints the tag")
+    p.add_argument("--mirror", help="Debian mirror (default: the one this machine's apt uses)")
+    p = add("docker-build", _docker_build, "build the project's image on BASE with --network host and this "
+            "machine's pip settings; prints its tag")
+    p.add_argument("--base", required=True, help="base image, e.g. the one `iwc docker-base` prints")
     return parser
 
 

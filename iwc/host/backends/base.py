@@ -28,7 +28,7 @@ class KernelRun:
     the sources named in the metadata instead. `stage_dir` is this stage's folder in the run (log,
     outputs, backend state); `env` adds environment variables where the backend runs the kernel here.
     `processes` > 1 runs the kernel under torchrun, one process per GPU (see `kernel_command`); Kaggle
-    runs one.
+    runs one. `processes` 0 (`--gpus 0`) runs one process on the CPU: no GPU is attached or visible.
     """
 
     spec: StageSpec
@@ -37,6 +37,11 @@ class KernelRun:
     stage_dir: Path
     env: dict[str, str] = field(default_factory=dict)
     processes: int = 1
+
+    @property
+    def gpu(self) -> bool:
+        """Whether this run gets GPUs: its stage needs one and it was not asked to run on the CPU."""
+        return self.spec.gpu and self.processes > 0
 
     @property
     def kernel_file(self) -> Path:
@@ -88,9 +93,10 @@ class Backend:
         for option in ("dry_run", "timeout"):
             if getattr(options, option) and option not in self.accepts:
                 raise IwcError(f"--{option.replace('_', '-')} does not apply to --backend {self.name}")
-        if options.gpus < 1 or (self.max_gpus is not None and options.gpus > self.max_gpus):
-            most = f"at most {self.max_gpus}" if self.max_gpus is not None else "any number"
-            raise IwcError(f"--gpus {options.gpus}: give at least 1, and with --backend {self.name} {most}")
+        if options.gpus < 0 or (self.max_gpus is not None and options.gpus > self.max_gpus):
+            most = f"at most {self.max_gpus}" if self.max_gpus is not None else "as many as the machine has"
+            raise IwcError(f"--gpus {options.gpus}: give 0 (every stage on the CPU) or more; with --backend "
+                           f"{self.name}, {most}")
 
     def before_run(self, recipe: Recipe, run_dir: Path, options: RunOptions) -> bool:
         """Work before the first stage (e.g. fetch the competition's metadata); False: stop here (a dry run)."""
@@ -134,10 +140,11 @@ except ChildFailedError as e:
 
 
 def kernel_command(kernel_file: str | PurePath, processes: int = 1, python: str = sys.executable) -> list[str]:
-    """The command that runs a kernel file: `python FILE`, or with `processes` > 1 torchrun starting that many
-    copies of it on this machine (DistributedDataParallel training, one GPU each; see `TORCHRUN`)."""
-    if processes < 1:
-        raise IwcError(f"--gpus {processes}: the number of processes must be at least 1")
-    if processes == 1:
+    """The command that runs a kernel file: `python FILE` (`processes` 1, or 0 for a CPU run), or with
+    `processes` > 1 torchrun starting that many copies of it on this machine (DDP training, one GPU each;
+    see `TORCHRUN`)."""
+    if processes < 0:
+        raise IwcError(f"--gpus {processes}: give 0 (CPU) or more")
+    if processes <= 1:
         return [python, str(kernel_file)]
     return [python, "-c", TORCHRUN, "--standalone", "--nproc-per-node", str(processes), str(kernel_file)]

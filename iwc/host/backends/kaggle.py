@@ -49,6 +49,9 @@ class KaggleBackend(Backend):
 
     def check(self, options: RunOptions) -> None:
         super().check(options)
+        if options.gpus != 1:
+            raise IwcError(f"--gpus {options.gpus}: a Kaggle session runs one process on the GPU its kernel "
+                           "metadata asks for: drop --gpus")
         if options.demo:
             raise IwcError("--demo runs the synthetic competition on this machine; with --backend kaggle the "
                            "kernels read Kaggle's data: drop --demo (--recipe demo keeps the small recipe)")

@@ -33,7 +33,8 @@ class LocalBackend(Backend):
     name = "local"
 
     def run(self, job: KernelRun) -> Path:
-        return run_local(job.kernel_file, job.inputs, job.stage_dir, log_path=job.log_path, env=job.env,
+        cpu = {} if job.gpu or not job.spec.gpu else {"CUDA_VISIBLE_DEVICES": ""}  # --gpus 0: no GPU visible
+        return run_local(job.kernel_file, job.inputs, job.stage_dir, log_path=job.log_path, env={**job.env, **cpu},
                          processes=job.processes)
 
 
