@@ -218,7 +218,7 @@ def test_image_tag_follows_the_code_it_holds(tmp_path):
 
 
 def test_docker_run_task_forwards_to_iwc_docker_run():
-    assert _commands(_load_tasks().docker_run, "crop", "in put", set=["seed=3"]) == [
+    assert _commands(_load_tasks().docker_run, stage="crop", input_root="in put", set=["seed=3"]) == [
         f"{sys.executable} -m iwc.host.cli docker-run crop --input-root 'in put' --set seed=3"]
 
 
