@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from iwc import layout
-from iwc.aggregate import blend, vote
+from iwc.aggregate import blend_recipe, vote
 from iwc.data.categories import EMPTY
 from iwc.data.competition import SAMPLE_CSV, Competition
 from iwc.data.issues import ISSUES_JSON, DataIssues, issues_name
@@ -128,6 +128,6 @@ def step_predictions(tables: dict[str, ProbTable], images: pd.DataFrame, recipe:
     alone = {name: pd.Series(t.argmax_category(), index=t.image_ids).reindex(ids, fill_value=EMPTY).to_numpy(np.int64)
              for name, t in tables.items()}
     keys = assign_sequences(images, recipe.sequences.method, recipe.sequences.gap_s)
-    blended = blend(tables, recipe.blend.weights, ids)
+    blended = blend_recipe(tables, recipe, ids)
     final = vote(blended, pd.Series(keys.to_numpy(), index=ids), recipe.sequences.vote)
     return pd.DataFrame({"Id": ids, **alone, BLEND: blended.argmax_category(), FINAL: final.to_numpy(np.int64)})
