@@ -229,7 +229,30 @@ DEMO = Recipe(
     split=Split(method="location", val_fraction=0.25),
 )
 
-RECIPES = {r.name: r for r in (REFERENCE, DEMO)}
+# 3rd place's ideas on this kit (README "The strong recipe"): crop networks on crops at conf > 0.6, cut at
+# 224 px, crops of empty frames as the empty (background) class, two crop networks (EfficientNet-B0 and
+# ResNet50, ImageNet weights) beside the reference full-image model; blend 0.3 / 0.35 / 0.35.
+_STRONG_CROP = replace(REFERENCE.models["crop"], image_size=224, cache_size=224,
+                       crops=Crops(threshold=0.6, size=224, background=True))
+STRONG = Recipe(
+    name="strong",
+    models={"full": REFERENCE.models["full"],
+            "crop": replace(_STRONG_CROP, arch="efficientnet_b0"),
+            "crop2": replace(_STRONG_CROP, arch="resnet50")},
+    blend=Blend({"full": 0.3, "crop": 0.35, "crop2": 0.35}),
+)
+# The same structure at the demo's sizes (random init, 64 px, CPU minutes).
+_STRONG_DEMO_CROP = replace(DEMO.models["crop"], crops=Crops(threshold=0.6, size=72, background=True))
+STRONG_DEMO = Recipe(
+    name="strong-demo",
+    models={"full": DEMO.models["full"],
+            "crop": _STRONG_DEMO_CROP,
+            "crop2": replace(_STRONG_DEMO_CROP, arch="resnet10t")},
+    blend=Blend({"full": 0.3, "crop": 0.35, "crop2": 0.35}),
+    split=DEMO.split,
+)
+
+RECIPES = {r.name: r for r in (REFERENCE, DEMO, STRONG, STRONG_DEMO)}
 MODEL_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 RESERVED_NAMES = frozenset({"aggregate", "baseline", "blend", "final", "truth", "location", "id"})  # stage, columns
 SECTIONS = frozenset(f.name for f in fields(Recipe))
