@@ -82,3 +82,18 @@ def test_majority_vote_already_prefers_non_empty_predictions():
     # Nothing to add for 3rd place's "vote over non-background": the reference vote already does it.
     assert sequence_vote(np.array([0, 0, 0, 7, 0]), np.zeros(5)).tolist() == [7] * 5
     assert sequence_vote(np.array([0, 0]), np.zeros(2)).tolist() == [0, 0]
+
+
+def test_confused_pairs_by_name_most_frequent_first_and_the_report_section():
+    from iwc.insight import confused_pairs, insight_markdown
+
+    names = {0: "empty", 5: "deer", 9: "fox"}
+    truth = np.array([5, 5, 5, 9, 9, 0, 0, 5])
+    pred = np.array([9, 9, 5, 5, 0, 5, 0, 0])
+    pairs = confused_pairs(truth, pred, names)
+    assert pairs == [["deer (5)", "fox (9)", 2], ["empty (0)", "deer (5)", 1], ["deer (5)", "empty (0)", 1],
+                     ["fox (9)", "empty (0)", 1], ["fox (9)", "deer (5)", 1]]
+    assert confused_pairs(truth, pred, names, k=1) == pairs[:1]
+    assert confused_pairs(truth, truth, names) == []
+    text = insight_markdown({"crop": pairs})
+    assert "![confusion matrix of crop](confusion_crop.png)" in text and "| deer (5) | fox (9) | 2 |" in text

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from PIL import Image
 from test_reproduce import _category_ids
 
 from iwc.host.cli import main
@@ -64,6 +65,12 @@ def test_strong_demo_runs_end_to_end_with_a_row_per_model(strong_run, small_demo
     report = (out / "report.md").read_text()
     assert all(f"| {m}: " in report for m in MODELS)
     assert set(pd.read_csv(out / "predictions.csv").columns) >= {"Id", *MODELS, "blend", "final"}
+    assert "## Per model: what each confuses" in report
+    for model in MODELS:  # issue 15 item 4, in part: a confusion matrix and the most-confused pairs per model
+        assert f"![confusion matrix of {model}](confusion_{model}.png)" in report
+        with Image.open(out / f"confusion_{model}.png") as image:
+            assert image.format == "PNG" and min(image.size) > 100
+    assert set(metrics["insight"]) == set(MODELS)
 
 
 def test_tune_searches_writes_plots_and_an_overlay_that_reruns_only_the_aggregator(strong_run, small_demo,
