@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -17,6 +17,8 @@ from iwc.data.categories import EMPTY
 from iwc.errors import IwcError
 from iwc.probs import ProbTable
 from iwc.recipe import Recipe
+
+NO_CROP = ("full", "empty")  # blend.no_crop: what an image without a crop gets
 
 
 def align(table: ProbTable, category_ids: np.ndarray) -> np.ndarray:
@@ -82,6 +84,25 @@ def blend(tables: Mapping[str, ProbTable], weights: Mapping[str, float], image_i
     return ProbTable(np.asarray(image_ids), ids, probs)
 
 
+def no_crop_rule(blended: ProbTable, crop_tables: Iterable[ProbTable], no_crop: str = "full") -> ProbTable:
+    """`blended` with the recipe's rule for images no crop model has a row for (`blend.no_crop`).
+
+    "full": unchanged (the full-image models alone, as `blend` renormalized them). "empty": those images are
+    certain empty (category 0, a column added when missing), as 3rd place predicted them.
+    """
+    if no_crop not in NO_CROP:
+        raise IwcError(f"blend.no_crop = {no_crop!r} must be one of {', '.join(map(repr, NO_CROP))}")
+    if no_crop == "full":
+        return blended
+    cropped = functools.reduce(np.union1d, [t.image_ids for t in crop_tables], np.array([], dtype=str))
+    bare = ~np.isin(blended.image_ids, cropped)
+    ids = np.union1d(blended.category_ids, [EMPTY])
+    probs = align(blended, ids)
+    probs[bare] = 0.0
+    probs[bare, np.searchsorted(ids, EMPTY)] = 1.0
+    return ProbTable(blended.image_ids, ids, probs)
+
+
 def sequence_vote(predicted: np.ndarray, seq_keys: np.ndarray, empty_id: int = EMPTY) -> np.ndarray:
     """(N,) int64: every image gets its sequence's winning category (the reference rule).
 
@@ -133,12 +154,18 @@ _VOTES: dict[str, Callable[[ProbTable, np.ndarray], np.ndarray]] = {
 
 
 def combine(tables: Mapping[str, ProbTable], image_ids: np.ndarray, seq_keys: pd.Series, recipe: Recipe) -> pd.Series:
-    """Final predictions: blend (recipe.blend) over `image_ids`, then the recipe's sequence vote.
+    """Final predictions: blend (recipe.blend, its no-crop rule) over `image_ids`, then the recipe's sequence vote.
 
     `seq_keys` maps image id (index) -> sequence key. Returns a Series image id -> category id in
     `image_ids`' order, ready for `iwc.submission.assemble`.
     """
-    return vote(blend(tables, recipe.blend.weights, image_ids), seq_keys, recipe.sequences.vote)
+    return vote(blend_recipe(tables, recipe, image_ids), seq_keys, recipe.sequences.vote)
+
+
+def blend_recipe(tables: Mapping[str, ProbTable], recipe: Recipe, image_ids: np.ndarray) -> ProbTable:
+    """`blend` with `recipe.blend.weights`, then `no_crop_rule` with `recipe.blend.no_crop`."""
+    crops = [t for name, t in tables.items() if recipe.models[name].input == "crop"]
+    return no_crop_rule(blend(tables, recipe.blend.weights, image_ids), crops, recipe.blend.no_crop)
 
 
 def vote(table: ProbTable, seq_keys: pd.Series, method: str) -> pd.Series:

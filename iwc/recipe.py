@@ -100,6 +100,9 @@ class Crops:
     threshold: Annotated[float, UNIT] = 0.3  # keep boxes with conf > threshold
     margin: Annotated[float, NON_NEGATIVE] = 0.0  # grow each box by this fraction of its size on every side
     size: Annotated[int, POSITIVE] = 128  # crops are written size x size
+    # True: crops of training frames labelled empty (category 0: false-positive boxes) train as the empty
+    # "background" class, so the model learns to say "nothing here"; False: they are left out of training
+    background: bool = True
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,9 @@ class Blend:
     an image without a crop), aligned by category id. `weights`: model name -> weight, one for every model."""
 
     weights: dict[str, float] = field(default_factory=dict)
+    # An image no crop model has a row for: "full" = the other (full-image) models alone, renormalized (the
+    # reference); "empty" = predicted empty (3rd place: no confident box, nothing there)
+    no_crop: Literal["full", "empty"] = "full"
 
 
 @dataclass(frozen=True)
@@ -223,7 +229,30 @@ DEMO = Recipe(
     split=Split(method="location", val_fraction=0.25),
 )
 
-RECIPES = {r.name: r for r in (REFERENCE, DEMO)}
+# 3rd place's ideas on this kit (README "The strong recipe"): crop networks on crops at conf > 0.6, cut at
+# 224 px, crops of empty frames as the empty (background) class, two crop networks (EfficientNet-B0 and
+# ResNet50, ImageNet weights) beside the reference full-image model; blend 0.3 / 0.35 / 0.35.
+_STRONG_CROP = replace(REFERENCE.models["crop"], image_size=224, cache_size=224,
+                       crops=Crops(threshold=0.6, size=224, background=True))
+STRONG = Recipe(
+    name="strong",
+    models={"full": REFERENCE.models["full"],
+            "crop": replace(_STRONG_CROP, arch="efficientnet_b0"),
+            "crop2": replace(_STRONG_CROP, arch="resnet50")},
+    blend=Blend({"full": 0.3, "crop": 0.35, "crop2": 0.35}),
+)
+# The same structure at the demo's sizes (random init, 64 px, CPU minutes).
+_STRONG_DEMO_CROP = replace(DEMO.models["crop"], crops=Crops(threshold=0.6, size=72, background=True))
+STRONG_DEMO = Recipe(
+    name="strong-demo",
+    models={"full": DEMO.models["full"],
+            "crop": _STRONG_DEMO_CROP,
+            "crop2": replace(_STRONG_DEMO_CROP, arch="resnet10t")},
+    blend=Blend({"full": 0.3, "crop": 0.35, "crop2": 0.35}),
+    split=DEMO.split,
+)
+
+RECIPES = {r.name: r for r in (REFERENCE, DEMO, STRONG, STRONG_DEMO)}
 MODEL_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 RESERVED_NAMES = frozenset({"aggregate", "baseline", "blend", "final", "truth", "location", "id"})  # stage, columns
 SECTIONS = frozenset(f.name for f in fields(Recipe))
@@ -346,6 +375,8 @@ def check_recipe(recipe: Recipe) -> None:
             problems.append(f"models.{name} : a model name must be 1-32 lower-case letters, digits or _, starting "
                             f"with a letter, and none of {sorted(RESERVED_NAMES)} (it names a stage and a kernel)")
         problems += _model_problems(model, f"models.{name}")
+    if recipe.blend.no_crop == "empty" and all(m.input != "crop" for m in recipe.models.values()):
+        problems.append("blend.no_crop = 'empty' needs a model with input = 'crop' (else every image is empty)")
     weights = recipe.blend.weights
     if set(weights) != set(recipe.models):
         problems.append(f"blend.weights names {sorted(weights)} must name each model once: {sorted(recipe.models)}")
@@ -376,7 +407,8 @@ def _model_problems(m: Model, where: str) -> list[str]:
     return problems
 
 
-_BUILT_IN_ARCHS = frozenset({"resnet18", "resnet50"})  # the built-in recipes' networks: in every timm release
+# The built-in recipes' networks (in the locked timm and every later release): no timm import to check them
+_BUILT_IN_ARCHS = frozenset({"resnet18", "resnet50", "resnet10t", "efficientnet_b0"})
 
 
 def _is_timm_model(arch: str) -> bool:

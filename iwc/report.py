@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from iwc.insight import insight_markdown
 from iwc.io import atomic_write
 from iwc.recipe import Recipe
 
@@ -172,6 +173,7 @@ def report_markdown(title: str, metrics: Mapping[str, Any], data_issues: str,
         ("Final predictions on validation", f"{counts['images']} images from {counts['locations']} held-out "
                                             "locations.\n\n![confusion matrix](confusion_matrix.png)\n\n"
                                             "![accuracy per location](per_location.png)"),
+        *([("Per model: what each confuses", insight_markdown(metrics["insight"]))] if "insight" in metrics else []),
         ("Data issues", data_issues),
         *extra,
     ]

@@ -10,7 +10,7 @@ import pytest
 from invoke import MockContext, Result
 
 ROOT = Path(__file__).resolve().parents[1]
-TASKS = ["reproduce", "test", "lint", "bench.aggregate", "bench.crops", "bench.pipeline", "bench.gpu",
+TASKS = ["reproduce", "tune", "test", "lint", "bench.aggregate", "bench.crops", "bench.pipeline", "bench.gpu",
          "data.demo", "data.download", "kernels.build", "kernels.check", "kernels.push", "kernels.status",
          "kernels.pull", "submission.submit", "weights.save", "docker.base", "docker.build", "docker.run",
          "docker.lock", "kaggle.sandbox"]
@@ -59,7 +59,7 @@ def test_data_demo_without_out_writes_where_reproduce_looks():
 
 
 FORWARDED = [("reproduce", ["reproduce"]), ("submission_submit", ["kaggle", "submit"]),
-             ("kernels_status", ["kaggle", "status"]), ("docker_run", ["docker-run"])]
+             ("kernels_status", ["kaggle", "status"]), ("docker_run", ["docker-run"]), ("tune", ["tune"])]
 
 
 @pytest.mark.parametrize(("name", "command"), FORWARDED)
@@ -84,6 +84,13 @@ def test_readme_forms_of_the_kaggle_tasks_still_parse():
     assert "-m iwc.host.cli kaggle push 'a b' c" in done.stdout
     done = _invoke("--dry", "submission.submit", "subs/x", "--message", "m", "--resubmit")
     assert "-m iwc.host.cli kaggle submit subs/x --message m --resubmit" in done.stdout
+
+
+def test_tune_forwards_its_run_and_options_to_iwc_tune():
+    done = _invoke("--dry", "tune", "my run", "--write", "best.toml", "--step", "0.2")
+    assert done.returncode == 0, done.stderr
+    assert "-m iwc.host.cli tune 'my run' --data" not in done.stdout
+    assert "-m iwc.host.cli tune 'my run' --write best.toml --step 0.2" in done.stdout
 
 
 def test_collection_holds_exactly_the_documented_tasks():

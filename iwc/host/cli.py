@@ -119,6 +119,12 @@ def _reproduce(args: argparse.Namespace) -> None:
     submit_result(args, backend, result.submission_dir, root)
 
 
+def _tune(args: argparse.Namespace) -> None:
+    from iwc.host.tune_cli import tune
+
+    tune(args)
+
+
 def _doctor(args: argparse.Namespace) -> None:
     from iwc.host.doctor import doctor_lines
 
@@ -320,6 +326,11 @@ def build_parser() -> argparse.ArgumentParser:
                 "or train from random init with --set full.pretrained=false --set crop.pretrained=false.")
 
     _add_recipe_args(add("recipe", _recipe, "print a resolved recipe as JSON"))
+
+    from iwc.host.tune_cli import add_arguments as add_tune_arguments
+
+    add_tune_arguments(add("tune", _tune, "search blend weights, blend.no_crop, the vote and gap_s on a finished "
+                                          "run's validation predictions, in seconds, without retraining"))
 
     weights = sub.add_parser("weights", help="pretrained weights for offline runs").add_subparsers(
         dest="action", required=True)

@@ -16,12 +16,13 @@ import numpy as np
 import pandas as pd
 
 from iwc import layout
-from iwc.aggregate import blend, vote
+from iwc.aggregate import blend_recipe, vote
 from iwc.data.categories import EMPTY
 from iwc.data.competition import SAMPLE_CSV, Competition
 from iwc.data.issues import ISSUES_JSON, DataIssues, issues_name
 from iwc.data.sequences import assign_sequences
 from iwc.errors import IwcError
+from iwc.insight import model_insight
 from iwc.io import write_json, write_text
 from iwc.probs import ProbTable
 from iwc.provenance import code_version
@@ -77,6 +78,8 @@ def main(recipe: Recipe, name: str) -> None:
     write_text(work / "validation.csv", val.assign(truth=truth, location=val_images["location"].to_numpy())
                .to_csv(index=False, lineterminator="\n"))
     write_text(work / "predictions.csv", test.to_csv(index=False, lineterminator="\n"))
+    names = dict(zip(comp.categories["id"].tolist(), comp.categories["name"].tolist(), strict=True))
+    metrics["insight"] = model_insight(truth, {m: val[m].to_numpy() for m in recipe.models}, names, work)
     write_json(work / METRICS_JSON, metrics)
     submission = assemble(comp.sample, match_sample(comp.sample, test.set_index("Id")[FINAL], issues))
     issues.save(work / ISSUES_JSON)
@@ -87,7 +90,6 @@ def main(recipe: Recipe, name: str) -> None:
                      extra={"recipe": recipe.to_dict(), "validation_accuracy": metrics["accuracy"][VALIDATION],
                             "data_issues": issues.summary()})
 
-    names = dict(zip(comp.categories["id"].tolist(), comp.categories["name"].tolist(), strict=True))
     plot_confusion(truth, val[FINAL].to_numpy(), names, work / "confusion_matrix.png")
     plot_per_location(val_images["location"].to_numpy(), truth, val_steps, labels, work / "per_location.png")
     write_text(work / "report.md", report_markdown(f"iwc run: recipe {recipe.name!r}", metrics, issues.markdown()))
@@ -128,6 +130,6 @@ def step_predictions(tables: dict[str, ProbTable], images: pd.DataFrame, recipe:
     alone = {name: pd.Series(t.argmax_category(), index=t.image_ids).reindex(ids, fill_value=EMPTY).to_numpy(np.int64)
              for name, t in tables.items()}
     keys = assign_sequences(images, recipe.sequences.method, recipe.sequences.gap_s)
-    blended = blend(tables, recipe.blend.weights, ids)
+    blended = blend_recipe(tables, recipe, ids)
     final = vote(blended, pd.Series(keys.to_numpy(), index=ids), recipe.sequences.vote)
     return pd.DataFrame({"Id": ids, **alone, BLEND: blended.argmax_category(), FINAL: final.to_numpy(np.int64)})

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from iwc import layout
+from iwc.data.categories import EMPTY
 from iwc.data.competition import Competition
 from iwc.data.crops import extract_crops, select_boxes
 from iwc.data.issues import DataIssues, record_unreadable
@@ -55,11 +56,20 @@ def main(recipe: Recipe, name: str) -> None:
     labels = comp.train.set_index("id")["category_id"]
     train = frames["train"].assign(category_id=lambda f: labels.loc[f["image_id"]].to_numpy(),
                                    is_val=lambda f: is_val.loc[f["image_id"]].to_numpy())
+    train = background_rows(train, model.crops.background)
     trained = train_model(name, model, recipe.seed, train, frames["test"], work, issues)
     if trained is None:  # another process of a multi-GPU run: rank 0 predicts and writes the outputs
         return
     write_outputs(name, recipe, per_image(trained.val, train), per_image(trained.test, frames["test"]),
                   trained.summary, work, issues)
+
+
+def background_rows(train: pd.DataFrame, background: bool) -> pd.DataFrame:
+    """Training crop rows (`category_id`, `is_val`) as `crops.background` says: True keeps the crops of frames
+    labelled empty as the empty class; False leaves them out of training (validation rows stay: predicted)."""
+    if background:
+        return train
+    return train[train["is_val"] | (train["category_id"] != EMPTY)].reset_index(drop=True)
 
 
 def per_image(table: ProbTable, crops: pd.DataFrame) -> ProbTable:
