@@ -137,7 +137,7 @@ def _fill(images: np.memmap, state: np.ndarray, paths: list[Path], size: int, ca
             images.flush()  # rows reach the disk before the state that claims them
             _save_state(cache_dir, state)
             bar.update(len(rows))
-            bar.set_postfix(failed=int((state == FAILED).sum()))
+            bar.set_postfix(failed=int((state == FAILED).sum()), refresh=False)
 
 
 def _start(cache_dir: Path, fingerprint: str, ids: list[str], size: int) -> tuple[np.memmap, np.ndarray]:
