@@ -3,9 +3,14 @@
 import threading
 import time
 
+import numpy as np
+import pandas as pd
+from PIL import Image
 from test_backends import write_kernel
 
+from iwc import report
 from iwc.host.backends.local import _Lines, run_local
+from iwc.report import plot_confusion, plot_per_location
 
 SLOW_EPOCH_STAGE = """\
 import os
@@ -59,3 +64,47 @@ def test_lines_end_at_carriage_returns_across_chunks():
         ("bar 10", "\r"), ("bar 2", "\n"), ("tail", "\n")]
     assert not lines.redraw  # the rest after a "\n" is not a redraw
 
+
+def _png_size(path):
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        return im.size
+
+
+def test_report_plots_stay_under_2000_px_at_267_classes_and_111_locations(tmp_path):
+    rng = np.random.default_rng(0)
+    ids = np.arange(267) * 2 + (np.arange(267) > 100) * 130  # sparse, like the real 0..675
+    truth = ids[np.minimum(rng.zipf(1.3, 20_000) - 1, 266)]  # long-tailed: a few classes hold most images
+    pred = np.where(rng.random(20_000) < 0.6, truth, rng.choice(ids, 20_000))
+    locations = rng.integers(0, 111, 20_000)
+    plot_confusion(truth, pred, {int(ids[0]): "empty"}, tmp_path / "confusion_matrix.png")
+    steps = {"full": pred, "final": np.where(locations == 7, truth, pred)}
+    plot_per_location(locations, truth, steps, {"final": "blend + vote"}, tmp_path / "per_location.png")
+    for name in ("confusion_matrix.png", "per_location.png"):
+        assert max(_png_size(tmp_path / name)) <= 2000, name
+    full = pd.read_csv(tmp_path / "confusion_matrix.csv", index_col=0)
+    present = np.union1d(truth, pred)
+    assert full.index.tolist() == present.tolist() and full.columns.astype(int).tolist() == present.tolist()
+    assert full.to_numpy().sum() == 20_000 and int(full.loc[ids[0], str(ids[0])]) == ((truth == ids[0]) &
+                                                                                      (pred == ids[0])).sum()
+
+
+def test_confusion_pools_the_rare_classes_as_other(tmp_path, monkeypatch):
+    shown = {}
+    monkeypatch.setattr(report, "_save", lambda fig, path: shown.update(
+        labels=[t.get_text() for t in fig.axes[0].get_yticklabels()], image=fig.axes[0].images[0].get_array()))
+    truth = np.array([5] * 4 + [9] * 3 + [1, 2, 3])
+    plot_confusion(truth, truth[::-1], {5: "deer"}, tmp_path / "c.png", top=2)
+    assert shown["labels"] == ["5 deer", "9", "other (3)"]
+    assert np.allclose(np.asarray(shown["image"]).sum(axis=1), 1)  # each true row normalized, "other" included
+
+
+def test_per_location_names_the_worst_and_best_locations(tmp_path, monkeypatch):
+    shown = {}
+    monkeypatch.setattr(report, "_save", lambda fig, path: shown.update(text=fig.axes[0].texts[0].get_text()))
+    locations = np.repeat(np.arange(8), 4)
+    truth = np.zeros(32, dtype=int)
+    pred = np.where(np.arange(32) % 4 < locations % 5, 1, 0)  # location k % 5 gets k % 5 of 4 wrong
+    plot_per_location(locations, truth, {"final": pred}, {}, tmp_path / "p.png", named=2)
+    worst, best = shown["text"].splitlines()
+    assert worst == "worst: 4 (0.00, n=4), 3 (0.25, n=4)" and best.startswith("best: 5 (1.00, n=4), 0 (1.00")

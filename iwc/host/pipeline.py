@@ -45,7 +45,7 @@ from iwc.stages import AGGREGATE, StageSpec, stage_specs
 
 STATE_FILE = "stage.json"
 COPIED = ("submission.csv", "manifest.json", "validation.csv", "predictions.csv", METRICS_JSON,
-          "confusion_matrix.png", "per_location.png", ISSUES_JSON)
+          "confusion_matrix.png", "confusion_matrix.csv", "per_location.png", ISSUES_JSON)
 
 
 @dataclass
