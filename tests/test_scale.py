@@ -1,14 +1,21 @@
 """Issue 13 at the real size: progress that reaches the log while it happens, plots and scratch that scale."""
 
+import shutil
 import threading
 import time
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 from test_backends import write_kernel
 
 from iwc import report
+from iwc.data import scratch
+from iwc.data.cache import build_cache, cache_bytes
+from iwc.data.crops import crops_bytes, extract_crops
+from iwc.data.scratch import require_free
+from iwc.errors import IwcError
 from iwc.host.backends.local import _Lines, run_local
 from iwc.report import plot_confusion, plot_per_location
 
@@ -108,3 +115,48 @@ def test_per_location_names_the_worst_and_best_locations(tmp_path, monkeypatch):
     plot_per_location(locations, truth, {"final": pred}, {}, tmp_path / "p.png", named=2)
     worst, best = shown["text"].splitlines()
     assert worst == "worst: 4 (0.00, n=4), 3 (0.25, n=4)" and best.startswith("best: 5 (1.00, n=4), 0 (1.00")
+
+
+def _disk_with(monkeypatch, free: int) -> None:
+    usage = shutil._ntuple_diskusage(10**12, 10**12 - free, free)
+    monkeypatch.setattr(scratch.shutil, "disk_usage", lambda path: usage)
+
+
+def test_cache_build_stops_before_it_starts_when_the_disk_lacks_its_scratch(tmp_path, monkeypatch):
+    sources = tmp_path / "img"
+    sources.mkdir()
+    paths = []
+    for k in range(3):
+        Image.new("RGB", (40, 30), (k * 50, 0, 0)).save(sources / f"{k}.jpg")
+        paths.append(sources / f"{k}.jpg")
+    need = cache_bytes(3, 16)
+    _disk_with(monkeypatch, need - 1)
+    with pytest.raises(IwcError) as err:
+        build_cache(paths, ["0", "1", "2"], 16, tmp_path / "cache")
+    message = str(err.value)
+    assert message.startswith("cache 16px of 3 images needs 0.00 GB of scratch in ") and "\n" not in message
+    assert "IWC_SCRATCH_DIR" in str(err.value) and not (tmp_path / "cache").exists()  # nothing started
+    _disk_with(monkeypatch, need)
+    assert len(build_cache(paths, ["0", "1", "2"], 16, tmp_path / "cache")) == 3
+
+
+def test_crop_cutting_stops_before_it_starts_when_the_disk_lacks_its_scratch(tmp_path, monkeypatch):
+    (tmp_path / "img").mkdir()
+    Image.new("RGB", (64, 48), (0, 90, 0)).save(tmp_path / "img" / "a.jpg")
+    selection = pd.DataFrame({"crop_id": ["a"], "image_id": ["a"], "conf": [0.9], "x": [0.1], "y": [0.1],
+                              "w": [0.5], "h": [0.5]})
+    _disk_with(monkeypatch, crops_bytes(1, 32) - 1)
+    with pytest.raises(IwcError, match=r"^cutting 1 crops at 32px needs 0\.00 GB of scratch in .*IWC_SCRATCH_DIR"):
+        extract_crops(selection, tmp_path / "img", tmp_path / "crops", size=32, progress=False)
+    assert not (tmp_path / "crops").exists()
+    _disk_with(monkeypatch, crops_bytes(1, 32))
+    assert len(extract_crops(selection, tmp_path / "img", tmp_path / "crops", size=32, progress=False).index) == 1
+
+
+def test_the_scratch_message_names_the_need_what_is_free_and_what_to_do(tmp_path, monkeypatch):
+    _disk_with(monkeypatch, 0)
+    with pytest.raises(IwcError) as err:
+        require_free(tmp_path / "not" / "yet", 10**9, "cache 144px of 217959 images")
+    assert str(err.value) == (f"cache 144px of 217959 images needs 1.00 GB of scratch in {tmp_path / 'not' / 'yet'} "
+                              "and that disk has 0.00 GB free: free space there, or point IWC_SCRATCH_DIR at a "
+                              "larger disk, then run again")

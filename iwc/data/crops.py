@@ -20,6 +20,7 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from iwc.data.decode import Unreadable, opened, to_rgb
+from iwc.data.scratch import require_free
 from iwc.errors import IwcError
 from iwc.io import atomic_write, child_path, sha256_json
 
@@ -137,6 +138,8 @@ def extract_crops(
     rows: list[tuple[str, str, float, str]] = []
     failed: list[str] = []
     reused = 0
+    require_free(out_dir, max(0, crops_bytes(len(selection), size) - _bytes_in(out_dir)),
+                 f"cutting {len(selection)} crops at {size}px")
     groups = selection.groupby("image_id", sort=True)
     for image_id, boxes in tqdm(groups, total=groups.ngroups, desc="crops", unit="img", disable=not progress):
         paths = [child_path(out_dir, f"{crop_id}.jpg", f"crop id {crop_id!r}") for crop_id in boxes["crop_id"]]
@@ -160,6 +163,17 @@ def extract_crops(
         ]
     index = pd.DataFrame(rows, columns=["crop_id", "image_id", "conf", "path"])
     return CropResult(index=index, failed=failed, reused=reused)
+
+
+def crops_bytes(n: int, size: int) -> int:
+    """Scratch `n` crops at `size` px take, a bound: a photo's JPEG at JPEG_QUALITY holds well under half its
+    raw pixels' bytes; plus a file system block each."""
+    return n * (size * size * 3 // 2 + 4096)
+
+
+def _bytes_in(folder: Path) -> int:
+    """Bytes of the crops already in `folder` (reused or overwritten: their space is not needed again)."""
+    return sum(p.stat().st_size for p in folder.glob("*.jpg")) if folder.is_dir() else 0
 
 
 def _decode(path: Path, bboxes: Iterable[Box], size: int, margin: float, draft: bool) -> Image.Image:
