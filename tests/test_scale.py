@@ -1,5 +1,6 @@
 """Issue 13 at the real size: progress that reaches the log while it happens, plots and scratch that scale."""
 
+import json
 import shutil
 import threading
 import time
@@ -9,6 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 from test_backends import write_kernel
+from test_reproduce import TINY
 
 from iwc import report
 from iwc.data import scratch
@@ -17,7 +19,11 @@ from iwc.data.crops import crops_bytes, extract_crops
 from iwc.data.scratch import require_free
 from iwc.errors import IwcError
 from iwc.host.backends.local import _Lines, run_local
+from iwc.host.pipeline import reproduce
+from iwc.recipe import load_recipe
 from iwc.report import plot_confusion, plot_per_location
+from iwc.stages import reading_originals, stage_specs
+from iwc.submission import validate_file
 
 SLOW_EPOCH_STAGE = """\
 import os
@@ -160,3 +166,20 @@ def test_the_scratch_message_names_the_need_what_is_free_and_what_to_do(tmp_path
     assert str(err.value) == (f"cache 144px of 217959 images needs 1.00 GB of scratch in {tmp_path / 'not' / 'yet'} "
                               "and that disk has 0.00 GB free: free space there, or point IWC_SCRATCH_DIR at a "
                               "larger disk, then run again")
+
+
+def test_reproduce_without_the_resized_dataset_reads_the_originals(small_demo, tmp_path):
+    data = tmp_path / "data"  # the competition's own download alone: no 256_images/ anywhere
+    data.mkdir()
+    (data / small_demo.competition_dir.name).symlink_to(small_demo.competition_dir, target_is_directory=True)
+    recipe = load_recipe("demo", TINY)
+    result = reproduce(data, recipe, tmp_path / "run", tmp_path / "submission", truth=small_demo.ground_truth)
+    assert result.ran == ["full", "crop", "aggregate"]
+    sample = small_demo.competition_dir / "sample_submission.csv"
+    train = json.loads((small_demo.competition_dir / "iwildcam2020_train_annotations.json").read_text())
+    category_ids = [c["id"] for c in train["categories"]]
+    assert validate_file(result.submission_dir / "submission.csv", sample, category_ids) == []
+    log = (tmp_path / "run" / "stages" / "full" / "log.txt").read_text()
+    assert log.count("the model reads the original images in") == 1
+    specs = reading_originals(stage_specs(recipe))
+    assert specs["full"].reads == ("originals",) and specs["crop"].reads == stage_specs(recipe)["crop"].reads
