@@ -19,6 +19,7 @@ from iwc.data.crops import crops_bytes, extract_crops
 from iwc.data.scratch import require_free
 from iwc.errors import IwcError
 from iwc.host.backends.local import _Lines, run_local
+from iwc.host.cli import main
 from iwc.host.pipeline import reproduce
 from iwc.recipe import load_recipe
 from iwc.report import plot_confusion, plot_per_location
@@ -183,3 +184,44 @@ def test_reproduce_without_the_resized_dataset_reads_the_originals(small_demo, t
     assert log.count("the model reads the original images in") == 1
     specs = reading_originals(stage_specs(recipe))
     assert specs["full"].reads == ("originals",) and specs["crop"].reads == stage_specs(recipe)["crop"].reads
+
+
+def _labels(path, rows):
+    pd.DataFrame(rows, columns=["Id", "Category"]).to_csv(path, index=False)
+    return str(path)
+
+
+def test_score_grades_as_mle_bench_and_per_location(small_demo, tmp_path, capsys):
+    answers = pd.read_csv(small_demo.ground_truth, dtype={"Id": str})
+    wrong = answers.index % 4 == 0
+    submission = answers.assign(Category=np.where(wrong, answers["Category"] + 1, answers["Category"]))
+    sub = tmp_path / "submission.csv"
+    submission.iloc[::-1].to_csv(sub, index=False)  # another row order grades the same
+    assert main(["score", str(sub), "--answers", str(small_demo.ground_truth)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"accuracy {1 - wrong.mean():.5f} ({(~wrong).sum()} of {len(answers)} Ids correct; graded as "
+                   "MLE-bench does)"]
+    assert main(["score", str(sub), "--answers", str(small_demo.ground_truth), "--data", str(small_demo.root)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    test = json.loads((small_demo.competition_dir / "iwildcam2020_test_information.json").read_text())["images"]
+    location = {image["id"]: image["location"] for image in test}
+    frame = answers.assign(location=answers["Id"].map(location), correct=~wrong)
+    expected = frame.groupby("location")["correct"].mean().sort_values(kind="stable")
+    rows = [line.split() for line in lines[2:]]
+    assert len(rows) == frame["location"].nunique()
+    assert [float(r[2]) for r in rows] == sorted(float(r[2]) for r in rows)  # worst first
+    assert {int(r[0]): float(r[2]) for r in rows} == {k: round(v, 4) for k, v in expected.items()}
+
+
+def test_score_refuses_different_id_sets_in_one_line(tmp_path, capsys):
+    answers = _labels(tmp_path / "answers.csv", [("a", 1), ("b", 2), ("c", 3)])
+    sub = _labels(tmp_path / "sub.csv", [("a", 1), ("b", 2), ("d", 3)])
+    assert main(["score", sub, "--answers", answers]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"iwc: error: {sub} lacks 1 Ids of the answers (e.g. 'c') and has 1 Ids the answers do not "
+                   f"(e.g. 'd'): MLE-bench grades only a submission with exactly the Ids of {answers}\n")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("Id,Label\na,1\n")
+    assert main(["score", str(bad), "--answers", answers]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"iwc: error: {bad}") and "expected 'Id,Category'" in err and "Traceback" not in err
