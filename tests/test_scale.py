@@ -1,13 +1,18 @@
 """Issue 13 at the real size: progress that reaches the log while it happens, plots and scratch that scale."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 from test_backends import write_kernel
 from test_reproduce import TINY
@@ -21,10 +26,12 @@ from iwc.errors import IwcError
 from iwc.host.backends.local import _Lines, run_local
 from iwc.host.cli import main
 from iwc.host.pipeline import reproduce
-from iwc.recipe import load_recipe
+from iwc.layout import INPUT_ENV, WORKING_ENV
+from iwc.recipe import DEMO, REFERENCE, load_recipe
 from iwc.report import plot_confusion, plot_per_location
-from iwc.stages import reading_originals, stage_specs
+from iwc.stages import common, reading_originals, stage_specs
 from iwc.submission import validate_file
+from iwc.train import device
 
 SLOW_EPOCH_STAGE = """\
 import os
@@ -225,3 +232,60 @@ def test_score_refuses_different_id_sets_in_one_line(tmp_path, capsys):
     assert main(["score", str(bad), "--answers", answers]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"iwc: error: {bad}") and "expected 'Id,Category'" in err and "Traceback" not in err
+
+
+def test_a_cuda_model_on_a_machine_without_cuda_stops_at_once_in_one_line(small_demo, tmp_path):
+    if torch.cuda.is_available():
+        pytest.fail("this test needs a machine without CUDA (it checks the refusal)")  # never silently skipped
+    env = {**os.environ, "IWC_SCRATCH_DIR": str(tmp_path / "scratch")}
+    done = subprocess.run([sys.executable, "-m", "iwc.host.cli", "stage", "full", "--recipe", "reference",
+                           "--input-root", str(small_demo.root), "--working-dir", str(tmp_path / "work")],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("iwc: error: model 'full' needs a CUDA GPU")
+    assert "found only the CPU" in done.stderr and "--set full.device=cpu" in done.stderr
+    assert not (tmp_path / "scratch").exists()  # stopped before any data work
+
+
+def test_a_cuda_model_with_device_cpu_starts_training_on_the_cpu(small_demo, tmp_path, monkeypatch, capsys):
+    started = {}
+
+    def fit_started(model, train_images, *args, **kwargs):
+        started.update(device=str(args[-1]), images=len(train_images))
+        raise IwcError("stopped: training started")
+
+    monkeypatch.setattr(common, "fit", fit_started)
+    for var, folder in ((INPUT_ENV, small_demo.root), (WORKING_ENV, tmp_path / "work"),
+                        ("IWC_SCRATCH_DIR", tmp_path / "scratch")):
+        monkeypatch.setenv(var, str(folder))
+    argv = ["stage", "full", "--recipe", "reference", "--set", "full.device=cpu", "--set", "full.pretrained=false",
+            "--set", "full.cache_size=32", "--set", "full.image_size=32"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.endswith("\niwc: error: stopped: training started\n")  # after the cache bars
+    assert started["device"] == "cpu" and started["images"] > 0
+
+
+def test_a_gpu_this_torch_cannot_run_is_named_with_what_to_do(monkeypatch):
+    monkeypatch.setattr(device.distributed, "device", lambda: torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda dev=None: "Tesla P100-PCIE-16GB")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda dev=None: (6, 0))
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: ["sm_70", "sm_75"])
+
+    def no_kernel(dev):
+        raise RuntimeError("CUDA error: no kernel image is available for execution on the device\nmore")
+
+    monkeypatch.setattr(device, "probe_convolution", no_kernel)
+    with pytest.raises(IwcError) as err:
+        device.check_device(REFERENCE.models["crop"], "crop")
+    assert str(err.value) == (
+        f"model 'crop': the GPU Tesla P100-PCIE-16GB (sm_60) cannot run this torch build ({torch.__version__}, built "
+        "for sm_70 sm_75): CUDA error: no kernel image is available for execution on the device; choose another GPU "
+        "(Kaggle: machine_shape NvidiaTeslaT4, not a P100), or pass --set crop.device=cpu for a deliberate CPU run "
+        "(far slower)")
+    assert device.check_device(replace(REFERENCE.models["crop"], device="auto"), "crop") == torch.device("cuda")
+    assert DEMO.models["full"].device == "auto" and REFERENCE.models["full"].device == "cuda"
+
+
+def test_the_device_probe_runs_a_convolution_here():
+    device.probe_convolution(torch.device("cpu"))  # the real probe, on the device this machine has
+    assert device.check_device(replace(REFERENCE.models["full"], device="cpu"), "full") == torch.device("cpu")
