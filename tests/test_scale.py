@@ -289,3 +289,26 @@ def test_a_gpu_this_torch_cannot_run_is_named_with_what_to_do(monkeypatch):
 def test_the_device_probe_runs_a_convolution_here():
     device.probe_convolution(torch.device("cpu"))  # the real probe, on the device this machine has
     assert device.check_device(replace(REFERENCE.models["full"], device="cpu"), "full") == torch.device("cpu")
+
+
+def test_crops_on_many_threads_are_the_bytes_and_order_of_one_thread(tmp_path):
+    rng = np.random.default_rng(3)
+    (tmp_path / "img").mkdir()
+    rows = []
+    for k in range(12):
+        pixels = rng.integers(0, 256, size=(96 + 8 * k, 128, 3), dtype=np.uint8)
+        if k != 5:  # image 5 is missing: failed, in the same place either way
+            Image.fromarray(pixels).save(tmp_path / "img" / f"i{k:02d}.jpg", quality=90)
+        for j in range(1 + k % 3):
+            rows.append((f"i{k:02d}_{j}", f"i{k:02d}", 0.5 + j / 10, 0.1 * j, 0.05, 0.5, 0.6))
+    selection = pd.DataFrame(rows, columns=["crop_id", "image_id", "conf", "x", "y", "w", "h"]).sample(frac=1,
+                                                                                                      random_state=0)
+    one = extract_crops(selection, tmp_path / "img", tmp_path / "one", size=32, progress=False, workers=1)
+    many = extract_crops(selection, tmp_path / "img", tmp_path / "many", size=32, progress=False, workers=4)
+    assert one.failed == many.failed == ["i05"]
+    assert one.index.drop(columns="path").equals(many.index.drop(columns="path"))
+    assert one.index["image_id"].is_monotonic_increasing and len(one.index) == len(selection) - 3
+    for crop_id in one.index["crop_id"]:
+        assert (tmp_path / "one" / f"{crop_id}.jpg").read_bytes() == (tmp_path / "many" / f"{crop_id}.jpg").read_bytes()
+    again = extract_crops(selection, tmp_path / "img", tmp_path / "many", size=32, progress=False, workers=4)
+    assert again.reused == len(one.index) and again.index.equals(many.index)
