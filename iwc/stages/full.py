@@ -16,6 +16,7 @@ from iwc import layout
 from iwc.data.competition import Competition
 from iwc.data.issues import DataIssues
 from iwc.data.splits import make_split
+from iwc.errors import IwcError
 from iwc.recipe import Recipe
 from iwc.stages import setup_logging
 from iwc.stages.common import image_paths, train_model, write_outputs
@@ -60,6 +61,11 @@ def image_folders(competition: Path, name: str) -> dict[str, Path]:
     resized = layout.find_resized(required=False)
     if resized is not None:
         return {split: resized / layout.RESIZED_MARKER / split / "images" for split in ("train", "test")}
+    originals = {split: competition / split for split in ("train", "test")}
+    for folder in originals.values():
+        if not folder.is_dir():
+            raise IwcError(f"the resized image dataset not found and {folder} is not a folder of original images: "
+                           f"attach the dataset {layout.RESIZED_DATASET!r} or the competition's images")
     log.info("%s: no resized dataset (%s/) attached: the model reads the original images in %s (JPEG draft "
              "decode at the cache size)", name, layout.RESIZED_MARKER, competition)
-    return {split: competition / split for split in ("train", "test")}
+    return originals
