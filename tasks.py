@@ -203,7 +203,7 @@ def bench_aggregate(c):
 
 @task(name="crops")
 def bench_crops(c):
-    """Crop extraction throughput: JPEG draft-mode decode vs full decode, same files."""
+    """Crop extraction throughput: draft decode on every core vs one thread's full decode, same files."""
     _bench(c, "crops")
 
 

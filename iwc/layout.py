@@ -69,11 +69,13 @@ def find_competition(root: Path | None = None) -> Path:
     )
 
 
-def find_resized(root: Path | None = None) -> Path:
-    """The resized dataset's root: the folder HOLDING `256_images/` (images in `256_images/<split>/images`)."""
+def find_resized(root: Path | None = None, required: bool = True) -> Path | None:
+    """The resized dataset's root: the folder HOLDING `256_images/` (images in `256_images/<split>/images`).
+
+    `required=False`: None when no folder holds it (a stage then reads the original images)."""
     return find_marked(
         root, RESIZED_MARKER, "the resized image dataset",
-        f"Attach the dataset {RESIZED_DATASET!r} (kernel-metadata.json `dataset_sources`).",
+        f"Attach the dataset {RESIZED_DATASET!r} (kernel-metadata.json `dataset_sources`).", required,
     )
 
 
@@ -89,11 +91,12 @@ def find_kernel_output(root: Path | None, marker: str) -> Path:
     )
 
 
-def find_marked(root: Path | None, marker: str, what: str, attach: str) -> Path:
+def find_marked(root: Path | None, marker: str, what: str, attach: str, required: bool = True) -> Path | None:
     """The one folder within `MAX_DEPTH` levels of `root` (default `input_root()`) that holds `marker`.
 
     Symlinked folders are followed (the local backend mounts inputs as symlinks); the same folder reached
-    twice counts once. Raises `IwcError` when none or several folders hold the marker.
+    twice counts once. Raises `IwcError` when several folders hold the marker, and when none does unless
+    `required` is False (then None).
     """
     root = input_root() if root is None else Path(root)
     if not root.is_dir():
@@ -117,6 +120,8 @@ def find_marked(root: Path | None, marker: str, what: str, attach: str) -> Path:
         found = ", ".join(str(p) for p in sorted(matches.values()))
         raise IwcError(f"{what} is ambiguous: {len(matches)} folders under {root} hold {marker!r}: {found}. "
                        "Attach only one of them.")
+    if not required:
+        return None
     shown = [p.relative_to(root).as_posix() or "." for p in searched[:12]]
     more = f" and {len(searched) - len(shown)} more" if len(searched) > len(shown) else ""
     raise IwcError(f"{what} not found: no folder within {MAX_DEPTH} levels of {root} holds {marker!r} "

@@ -121,6 +121,7 @@ class Model:
     tta: TTA = field(default_factory=TTA)
     label_smoothing: Annotated[float, UNIT] = 0.0
     crops: Crops = field(default_factory=Crops)  # which boxes become its crops, and how (input = "crop" only)
+    device: Literal["cuda", "cpu", "auto"] = "auto"  # cuda: stop at once without a working GPU; auto: GPU if any
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,7 @@ REFERENCE = Recipe(
     name="reference",
     models={
         "full": Model(
+            device="cuda",
             batch_size=256,
             stages=(
                 Stage(epochs=10, lr_lo=1e-2, lr_hi=1e-2, frozen=True, mixup=0.4),
@@ -191,6 +193,7 @@ REFERENCE = Recipe(
         ),
         "crop": Model(
             input="crop",
+            device="cuda",
             cache_size=128,  # the crops are cut at 128 px (crops.size): caching them larger adds nothing
             batch_size=128,
             stages=(

@@ -120,43 +120,65 @@ def accuracy_table(columns: Mapping[str, Mapping[str, float]], labels: Mapping[s
     return "\n".join(lines)
 
 
-def plot_confusion(truth: np.ndarray, pred: np.ndarray, names: Mapping[int, str], path: Path) -> None:
-    """Row-normalized confusion matrix over the categories present in truth or pred."""
-    ids = np.union1d(np.unique(truth), np.unique(pred))
-    index = {c: i for i, c in enumerate(ids.tolist())}
-    m = np.zeros((len(ids), len(ids)))
-    np.add.at(m, ([index[t] for t in truth.tolist()], [index[p] for p in pred.tolist()]), 1)
+def plot_confusion(truth: np.ndarray, pred: np.ndarray, names: Mapping[int, str], path: Path,
+                   top: int = 30) -> None:
+    """Row-normalized confusion matrix over the `top` most frequent true categories, every other category
+    pooled as "other" (at most 2,000 px a side whatever the count); the full matrix of counts (true id rows,
+    predicted id columns, over the categories in truth or pred) goes to `path` with the suffix .csv."""
+    full = pd.crosstab(pd.Series(truth, name="true"), pd.Series(pred, name="predicted"))
+    ids = np.union1d(full.index.to_numpy(), full.columns.to_numpy())
+    full = full.reindex(index=ids, columns=ids, fill_value=0)
+    with atomic_write(path.with_suffix(".csv"), "w") as f:
+        full.to_csv(f, lineterminator="\n")
+    counts = pd.Series(truth).value_counts()
+    kept = sorted(counts.sort_index(kind="stable").sort_values(ascending=False, kind="stable").index[:top].tolist())
+    pooled = len(ids) > len(kept)
+    group = {c: i for i, c in enumerate(kept)}
+    rows = [group.get(t, len(kept)) for t in truth.tolist()]
+    cols = [group.get(p, len(kept)) for p in pred.tolist()]
+    n = len(kept) + pooled
+    m = np.zeros((n, n))
+    np.add.at(m, (rows, cols), 1)
     m = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
-    labels = [f"{c} {names.get(int(c), '')}".strip() for c in ids]
-    size = max(4.0, 0.35 * len(ids) + 2)
+    labels = [f"{c} {names.get(int(c), '')}".strip() for c in kept] + ([f"other ({len(ids) - len(kept)})"] * pooled)
+    size = min(max(4.0, 0.35 * n + 2), 16.0)  # 110 dpi: at most 1,870 px a side
     fig, ax = plt.subplots(figsize=(size + 1, size))
     im = ax.imshow(m, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(ids)), labels, rotation=90, fontsize=7)
-    ax.set_yticks(range(len(ids)), labels, fontsize=7)
+    ax.set_xticks(range(n), labels, rotation=90, fontsize=7)
+    ax.set_yticks(range(n), labels, fontsize=7)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title("confusion matrix (row-normalized)")
+    ax.set_title("confusion matrix (row-normalized)" + (f", the {len(kept)} most frequent true categories"
+                                                         if pooled else ""))
     fig.colorbar(im, ax=ax, fraction=0.046)
     _save(fig, path)
 
 
 def plot_per_location(locations: np.ndarray, truth: np.ndarray, preds: Mapping[str, np.ndarray],
-                      labels: Mapping[str, str], path: Path) -> None:
-    """Grouped bars: accuracy of each step (`preds`: step -> predictions; `labels`: step -> legend) per location."""
+                      labels: Mapping[str, str], path: Path, named: int = 3) -> None:
+    """Accuracy per location as a sorted distribution: one line per step (`preds`: step -> predictions;
+    `labels`: step -> legend), locations from worst to best; the `named` worst and best locations of the
+    last step are named (with their image counts). The figure's size does not depend on the counts."""
     frame = pd.DataFrame({"location": locations, **{s: np.asarray(p) == truth for s, p in preds.items()}})
     acc = frame.groupby("location")[list(preds)].mean()
     counts = frame.groupby("location").size()
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.6 * len(acc) * len(preds) / 2 + 2), 4))
-    width = 0.8 / len(preds)
-    x = np.arange(len(acc))
-    for i, step in enumerate(preds):
-        ax.bar(x + i * width, acc[step].to_numpy(), width, label=labels.get(step, step))
-    ax.set_xticks(x + 0.4 - width / 2, [f"{loc}\n(n={counts[loc]})" for loc in acc.index], fontsize=7)
-    ax.set_ylim(0, 1)
+    last = list(preds)[-1]
+    order = acc[last].sort_values(kind="stable")
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    x = np.arange(1, len(acc) + 1)
+    for step in preds:
+        ax.plot(x, np.sort(acc[step].to_numpy()), "o-" if len(acc) <= 30 else "-", markersize=3,
+                label=labels.get(step, step))
+    ends = [("worst", order.index[:named]), ("best", order.index[::-1][:named])]
+    text = "\n".join(f"{what}: " + ", ".join(f"{loc} ({order[loc]:.2f}, n={counts[loc]})" for loc in locs)
+                     for what, locs in ends)
+    ax.text(0.02, 0.97, text, transform=ax.transAxes, va="top", fontsize=7,
+            bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "grey"})
+    ax.set_ylim(0, 1.05)
     ax.set_ylabel("accuracy")
-    ax.set_xlabel("location")
-    ax.legend(fontsize=7)
-    ax.set_title("accuracy per location")
+    ax.set_xlabel(f"locations, sorted by accuracy ({len(acc)})")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(f"accuracy per location (named: {labels.get(last, last)})")
     _save(fig, path)
 
 

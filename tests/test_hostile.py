@@ -252,8 +252,9 @@ CASES = [
     Case("stage-garbled-test-json", _stage("crop"), _text(f"{TEST_JSON}: not valid JSON"), setup=_garble(TEST_JSON)),
     Case("stage-missing-sample", _stage("full"), _text(f"lacks {SAMPLE_CSV}"),
          setup=lambda w: (w.comp / SAMPLE_CSV).unlink()),
-    Case("stage-no-resized-dataset", _stage("full"), _text("the resized image dataset not found"),
-         setup=lambda w: next(p for p in w.data.iterdir() if p.is_symlink()).unlink()),
+    Case("stage-no-resized-dataset", _stage("full"), _text("the resized image dataset not found and "),
+         setup=lambda w: (next(p for p in w.data.iterdir() if p.is_symlink()).unlink(),
+                          (w.comp / "train").unlink())),  # no originals either: else it reads them (issue 13)
     Case("stage-garbled-megadetector", _stage("crop"), _text(MD_JSON), setup=_garble(MD_JSON)),
     Case("stage-aggregate-without-upstream", _stage("aggregate"), _text("upstream kernel output")),
     Case("stage-unknown-name", _stage("bogus"),

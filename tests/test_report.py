@@ -129,7 +129,8 @@ def test_plot_confusion_writes_a_deterministic_png(tmp_path):
     width, height = _check_png(tmp_path / "a.png")
     assert width > height  # room for the colour bar
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png"]  # no temporary files left
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()  # the full matrix beside it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "a.png", "b.csv", "b.png"]  # no temporary files
 
 
 def test_plot_confusion_grows_with_the_number_of_categories(tmp_path):

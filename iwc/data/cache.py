@@ -20,6 +20,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from iwc.data.decode import Unreadable, opened, to_rgb
+from iwc.data.scratch import require_free
 from iwc.errors import IwcError
 from iwc.io import atomic_write, read_json_object, sha256_json, write_json
 
@@ -82,12 +83,20 @@ def build_cache(paths: Sequence[str | os.PathLike], ids: Sequence[str], size: in
         return ImageCache.open(cache_dir)
     resumed = _resume(cache_dir, fingerprint, len(ids), size) if meta.get("fingerprint") == fingerprint \
         else None
+    if resumed is None:  # a fresh build allocates the whole array: check the disk holds it first
+        require_free(cache_dir, cache_bytes(len(ids), size), f"cache {size}px of {len(ids)} images")
     images, state = resumed or _start(cache_dir, fingerprint, ids, size)
     _fill(images, state, paths, size, cache_dir, progress)
     write_json(cache_dir / META_FILE, _meta(fingerprint, ids, size,
                                             failed=[ids[i] for i in np.flatnonzero(state == FAILED)]))
     (cache_dir / STATE_FILE).unlink()
     return ImageCache.open(cache_dir)
+
+
+def cache_bytes(n: int, size: int) -> int:
+    """Scratch a cache of `n` images at `size` px takes: the array, its resume state and a margin for the
+    small files."""
+    return n * size * size * 3 + n + (1 << 20)
 
 
 def source_fingerprint(paths: Sequence[Path], ids: Sequence[str], size: int) -> str:
@@ -137,7 +146,7 @@ def _fill(images: np.memmap, state: np.ndarray, paths: list[Path], size: int, ca
             images.flush()  # rows reach the disk before the state that claims them
             _save_state(cache_dir, state)
             bar.update(len(rows))
-            bar.set_postfix(failed=int((state == FAILED).sum()))
+            bar.set_postfix(failed=int((state == FAILED).sum()), refresh=False)
 
 
 def _start(cache_dir: Path, fingerprint: str, ids: list[str], size: int) -> tuple[np.memmap, np.ndarray]:

@@ -12,14 +12,17 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from iwc.data.decode import Unreadable, opened, to_rgb
+from iwc.data.scratch import require_free
 from iwc.errors import IwcError
 from iwc.io import atomic_write, child_path, sha256_json
 
@@ -123,6 +126,7 @@ def extract_crops(
     margin: float = 0.0,
     draft: bool = True,
     progress: bool = True,
+    workers: int | None = None,
 ) -> CropResult:
     """Cut each selected box from `image_dir/<image_id>.jpg`, squash it to size x size, and write it to
     `out_dir/<crop_id>.jpg` (fixed JPEG quality, atomically).
@@ -131,35 +135,68 @@ def extract_crops(
     `draft=True` decodes at the largest JPEG reduction that keeps every box of the image >= `size` px.
     A crop already in `out_dir` is reused only when its stored `crop_key` matches (same box, settings and
     original); any other is cut again. Missing or undecodable originals are listed in `CropResult.failed`;
-    their crops are skipped.
+    their crops are skipped. Images are cut on `workers` threads (default: every core; PIL decodes, resizes
+    and encodes without the GIL); each image's crops depend on that image alone, so the files and the index
+    (sorted by image id) are the same for any number of workers.
     """
     image_dir, out_dir = Path(image_dir), Path(out_dir)
+    require_free(out_dir, max(0, crops_bytes(len(selection), size) - _bytes_in(out_dir)),
+                 f"cutting {len(selection)} crops at {size}px")
+    groups = [(str(image_id), boxes["crop_id"].tolist(), boxes["conf"].to_numpy(float),
+               boxes[["x", "y", "w", "h"]].to_numpy(float)) for image_id, boxes in selection.groupby("image_id",
+                                                                                                     sort=True)]
     rows: list[tuple[str, str, float, str]] = []
     failed: list[str] = []
     reused = 0
-    groups = selection.groupby("image_id", sort=True)
-    for image_id, boxes in tqdm(groups, total=groups.ngroups, desc="crops", unit="img", disable=not progress):
-        paths = [child_path(out_dir, f"{crop_id}.jpg", f"crop id {crop_id!r}") for crop_id in boxes["crop_id"]]
-        original = child_path(image_dir, f"{image_id}.jpg", f"image id {image_id!r}")
-        source = _file_stamp(original)
-        keys = [crop_key(bbox, size, margin, draft, source) for bbox in boxes[["x", "y", "w", "h"]].to_numpy()]
-        todo = [i for i, path in enumerate(paths) if _stored_key(path) != keys[i]]
-        if todo:
-            bboxes = boxes[["x", "y", "w", "h"]].to_numpy()[todo]
-            try:
-                img = _decode(original, bboxes, size, margin, draft)
-            except Unreadable:
-                failed.append(str(image_id))
-                continue
-            for i, bbox in zip(todo, bboxes, strict=True):
-                _write_crop(img, bbox, paths[i], size, margin, keys[i])
-        reused += len(paths) - len(todo)
-        rows += [
-            (c, str(image_id), float(p), str(path))
-            for c, p, path in zip(boxes["crop_id"], boxes["conf"], paths, strict=True)
-        ]
+
+    def cut(group: tuple[str, list, np.ndarray, np.ndarray]) -> tuple[list, bool, int]:
+        return _cut_image(*group, image_dir=image_dir, out_dir=out_dir, size=size, margin=margin, draft=draft)
+
+    bar = tqdm(total=len(groups), desc="crops", unit="img", disable=not progress)
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool, bar:
+        for start in range(0, len(groups), _BATCH):  # bounded: a batch of images in flight, in order
+            batch = groups[start:start + _BATCH]
+            for (image_id, *_), (image_rows, ok, image_reused) in zip(batch, pool.map(cut, batch), strict=True):
+                if not ok:
+                    failed.append(image_id)
+                rows += image_rows
+                reused += image_reused
+                bar.update()
     index = pd.DataFrame(rows, columns=["crop_id", "image_id", "conf", "path"])
     return CropResult(index=index, failed=failed, reused=reused)
+
+
+_BATCH = 256  # images handed to the pool at a time
+
+
+def _cut_image(image_id: str, crop_ids: list, confs: np.ndarray, bboxes: np.ndarray, *, image_dir: Path,
+               out_dir: Path, size: int, margin: float, draft: bool) -> tuple[list, bool, int]:
+    """One original's crops: (index rows, whether the original was readable, crops reused)."""
+    paths = [child_path(out_dir, f"{crop_id}.jpg", f"crop id {crop_id!r}") for crop_id in crop_ids]
+    original = child_path(image_dir, f"{image_id}.jpg", f"image id {image_id!r}")
+    source = _file_stamp(original)
+    keys = [crop_key(bbox, size, margin, draft, source) for bbox in bboxes]
+    todo = [i for i, path in enumerate(paths) if _stored_key(path) != keys[i]]
+    if todo:
+        try:
+            img = _decode(original, bboxes[todo], size, margin, draft)
+        except Unreadable:
+            return [], False, 0
+        for i in todo:
+            _write_crop(img, bboxes[i], paths[i], size, margin, keys[i])
+    rows = [(c, image_id, float(p), str(path)) for c, p, path in zip(crop_ids, confs, paths, strict=True)]
+    return rows, True, len(paths) - len(todo)
+
+
+def crops_bytes(n: int, size: int) -> int:
+    """Scratch `n` crops at `size` px take, a bound: a photo's JPEG at JPEG_QUALITY holds well under half its
+    raw pixels' bytes; plus a file system block each."""
+    return n * (size * size * 3 // 2 + 4096)
+
+
+def _bytes_in(folder: Path) -> int:
+    """Bytes of the crops already in `folder` (reused or overwritten: their space is not needed again)."""
+    return sum(p.stat().st_size for p in folder.glob("*.jpg")) if folder.is_dir() else 0
 
 
 def _decode(path: Path, bboxes: Iterable[Box], size: int, margin: float, draft: bool) -> Image.Image:

@@ -44,6 +44,18 @@ def _validate(args: argparse.Namespace) -> None:
     print(f"{args.submission}: valid ({_row_count(Path(args.submission))})")
 
 
+def _score(args: argparse.Namespace) -> None:
+    from iwc import layout
+    from iwc.data.competition import Competition
+    from iwc.host.score import per_location, report, scored
+
+    _require_file(args.submission, "submission")
+    _require_file(args.answers, "--answers")
+    table = scored(Path(args.submission), Path(args.answers))
+    test = Competition.load(layout.find_competition(Path(args.data))).test if args.data else None
+    print(report(table, None if test is None else per_location(table, test)))
+
+
 def _assemble(args: argparse.Namespace) -> None:
     from iwc.data.competition import read_sample_submission
     from iwc.submission import assemble, read_predictions, write_submission
@@ -282,6 +294,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("submission")
     p.add_argument("--sample", required=True, help="sample_submission.csv")
     p.add_argument("--categories", help=CATEGORIES_HELP)
+
+    p = add("score", _score, "a submission's accuracy as MLE-bench grades it (and per location with --data)")
+    p.add_argument("submission")
+    p.add_argument("--answers", required=True, help="Id,Category CSV of the true labels (MLE-bench's "
+                                                    "private/answers.csv)")
+    p.add_argument("--data", help="competition folder (or a folder above it): adds the accuracy per test location")
 
     p = add("assemble", _assemble, "turn an Id,Category predictions CSV into a validated submission folder")
     p.add_argument("predictions")

@@ -44,11 +44,11 @@ from iwc.io import atomic_write, read_json_object, replacing_folder, sha256_file
 from iwc.provenance import closure_sources, hash_sources, package_sources
 from iwc.recipe import Recipe
 from iwc.report import METRICS_JSON, accuracies, accuracy_table, report_markdown
-from iwc.stages import AGGREGATE, StageSpec, stage_specs
+from iwc.stages import AGGREGATE, StageSpec, reading_originals, stage_specs
 
 STATE_FILE = "stage.json"
 COPIED = ("submission.csv", "manifest.json", "validation.csv", "predictions.csv", METRICS_JSON,
-          "confusion_matrix.png", "per_location.png", ISSUES_JSON)
+          "confusion_matrix.png", "confusion_matrix.csv", "per_location.png", ISSUES_JSON)
 
 
 @dataclass
@@ -64,7 +64,7 @@ class RunResult:
 def reproduce(data_root: Path, recipe: Recipe, run_dir: Path, submission_dir: Path, *,
               truth: Path | None = None, force: bool = False, owner: str = DEFAULT_OWNER,
               backend: Backend | None = None, gpus: int = 1) -> RunResult:
-    """Run the three kernels locally on the data under `data_root` and assemble `submission_dir`.
+    """Run every stage's kernel (`backend`) on the data under `data_root` and assemble `submission_dir`.
 
     `truth` (an `Id,Category` CSV of test labels, known for the synthetic competition) adds test-set
     accuracy to the table. `force` reruns every stage. `backend` runs the kernels (default: here).
@@ -80,17 +80,18 @@ def reproduce(data_root: Path, recipe: Recipe, run_dir: Path, submission_dir: Pa
     recipe = resolve_weights(recipe, remote)
     try:
         competition = layout.find_competition(data_root)
-        resized = None if remote else layout.find_resized(data_root)
+        resized = None if remote else layout.find_resized(data_root, required=False)
     except IwcError as e:
-        raise IwcError(f"{e}\nFor a local run, put the competition files and the 256 px dataset under {data_root} "
-                       "as Kaggle's downloads lay them out, or try `invoke reproduce --demo`.") from e
+        raise IwcError(f"{e}\nFor a local run, put the competition files (and the 256 px dataset, if you have "
+                       f"it) under {data_root} as Kaggle's downloads lay them out, or try "
+                       "`invoke reproduce --demo`.") from e
     shown_run_dir = Path(run_dir)
     run_dir, submission_dir = Path(run_dir).resolve(), Path(submission_dir).resolve()
-    specs = stage_specs(recipe)
+    specs = stage_specs(recipe) if remote or resized else reading_originals(stage_specs(recipe))
     sources = package_sources()
-    keys = stage_keys(specs, recipe, sources, competition, None if remote else resized)
+    keys = stage_keys(specs, recipe, sources, competition, resized, remote)
     data_inputs = {} if remote else {f"competitions/{layout.COMPETITION_SLUG}": competition,
-                                     f"datasets/{layout.RESIZED_DATASET}": resized}
+                                     **({f"datasets/{layout.RESIZED_DATASET}": resized} if resized else {})}
     scratch = run_dir / "scratch"
     env = {layout.SCRATCH_ENV: str(scratch)}
     result = RunResult(submission_dir)
@@ -100,7 +101,7 @@ def reproduce(data_root: Path, recipe: Recipe, run_dir: Path, submission_dir: Pa
         kernels = {Path(k).name: Path(k) for k in build_kernels(run_dir / "kernels", recipe, owner, sources=sources)}
         plans = {s: _plan(run_dir / "stages" / s, keys[s], force) for s in specs}
         pending = [s for s in specs if plans[s][0] != "skip"]
-        preflight(competition, resized, [specs[s] for s in pending])
+        preflight(competition, resized, [specs[s] for s in pending], remote)
         jobs = {}
         for stage, spec in specs.items():
             inputs = dict(data_inputs)
@@ -124,20 +125,22 @@ def reproduce(data_root: Path, recipe: Recipe, run_dir: Path, submission_dir: Pa
 
 
 def stage_keys(specs: Mapping[str, StageSpec], recipe: Recipe, sources: Mapping[str, str], competition: Path,
-               resized: Path | None) -> dict[str, str]:
+               resized: Path | None, remote: bool | None = None) -> dict[str, str]:
     """Each stage's cache key: a hash of the code its kernel runs (its module's import closure in `sources`),
     its recipe sections, the competition files and images it reads, and its upstream stages' keys.
 
-    `resized` None: the backend attaches Kaggle's fixed copies of the images, whose names stand for them."""
+    `remote` (default: `resized` is None): the backend attaches Kaggle's fixed copies of the images, whose names
+    stand for them. A local run without the resized dataset passes `resized` None, `remote` False."""
+    remote = resized is None if remote is None else remote
     listings: dict[str, list[str]] = {}
 
     def images(kind: str) -> list[str]:
         if kind not in listings:
-            if resized is None:
+            if remote:
                 listings[kind] = [{"resized": layout.RESIZED_DATASET, "originals": layout.COMPETITION_SLUG}[kind]]
             else:
-                folders = {"resized": [resized / layout.RESIZED_MARKER],
-                           "originals": [competition / "train", competition / "test"]}[kind]
+                folders = ([resized / layout.RESIZED_MARKER] if kind == "resized"
+                           else [competition / "train", competition / "test"])
                 listings[kind] = [_fingerprint_listing(folder) for folder in folders]
         return listings[kind]
 
@@ -153,15 +156,18 @@ def stage_keys(specs: Mapping[str, StageSpec], recipe: Recipe, sources: Mapping[
     return keys
 
 
-def preflight(competition: Path, resized: Path | None, stages: Iterable[StageSpec]) -> None:
+def preflight(competition: Path, resized: Path | None, stages: Iterable[StageSpec], remote: bool | None = None) -> None:
     """Check what `stages` will read, before any of them runs: their image folders exist, and the competition
     files they read pass the kernels' own readers. A problem is an `IwcError` quoting the user's path.
-    `resized` None: the backend attaches the images itself (Kaggle), so no image folder is checked here."""
+    `remote` (default: `resized` is None): the backend attaches the images itself (Kaggle), so no image folder
+    is checked here."""
     stages = list(stages)
     if not stages:
         return
-    folders = {"resized": [resized / layout.RESIZED_MARKER / split / "images" for split in ("train", "test")],
-               "originals": [competition / split for split in ("train", "test")]} if resized else {}
+    remote = resized is None if remote is None else remote
+    folders = {} if remote else {"originals": [competition / split for split in ("train", "test")], **(
+        {"resized": [resized / layout.RESIZED_MARKER / split / "images" for split in ("train", "test")]}
+        if resized else {})}
     for spec in stages if folders else ():
         for kind in set(spec.reads) & set(folders):
             for folder in folders[kind]:

@@ -7,8 +7,10 @@ generator (script entry, metadata) and the CLI all read these specs; nothing els
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from iwc.errors import IwcError
@@ -16,7 +18,8 @@ from iwc.layout import RESIZED_DATASET
 from iwc.recipe import Recipe
 
 AGGREGATE = "aggregate"
-# What a model stage reads, by its model's input: besides the train/test JSONs and the sample submission.
+# What a model stage reads, by its model's input: besides the train/test JSONs and the sample submission. A run
+# without the resized dataset reads the originals instead (`reading_originals`).
 INPUT_READS = {"full": ("resized",), "crop": ("originals", "detections")}
 INPUT_DATASETS = {"full": (RESIZED_DATASET,), "crop": ()}
 
@@ -46,6 +49,12 @@ class StageSpec:
     @property
     def entry(self) -> str:
         return f"{self.module}:main"
+
+
+def reading_originals(specs: Mapping[str, StageSpec]) -> dict[str, StageSpec]:
+    """`specs` for a run without the resized dataset: a stage that would read it reads the originals."""
+    return {name: dataclasses.replace(spec, reads=tuple(dict.fromkeys(
+        "originals" if kind == "resized" else kind for kind in spec.reads))) for name, spec in specs.items()}
 
 
 def slugify(title: str) -> str:

@@ -28,6 +28,7 @@ from iwc.provenance import code_version
 from iwc.recipe import Model, Recipe
 from iwc.stages import manifest_name, stage_specs
 from iwc.train import distributed
+from iwc.train.device import model_device
 from iwc.train.fit import fit
 from iwc.train.model import create_model
 from iwc.train.predict import predict_tta
@@ -61,11 +62,6 @@ class Rows:
 def image_paths(folder: Path, ids: Iterable[str]) -> list[Path]:
     """`<folder>/<id>.jpg` for each image id (ids are data: `child_path` keeps each inside `folder`)."""
     return [child_path(folder, f"{i}.jpg", f"image id {i!r}") for i in ids]
-
-
-def device() -> torch.device:
-    """CUDA when there is one (Kaggle, the Docker image; under torchrun this process's GPU), else the CPU."""
-    return distributed.device()
 
 
 def train_model(name: str, m: Model, seed: int, train: pd.DataFrame, test: pd.DataFrame, work: Path,
@@ -104,7 +100,7 @@ def train_model(name: str, m: Model, seed: int, train: pd.DataFrame, test: pd.Da
     labels = train["category_id"].to_numpy()
     known_val = val_rows[np.isin(labels[val_rows], categories.category_ids)]
 
-    dev = device()
+    dev = model_device(m)  # the model's recipe device: "cpu" forces the CPU, else CUDA when there is one
     torch.manual_seed(seed)  # the initial weights are drawn from the global generator
     with distributed.main_first():  # pretrained weights: rank 0 downloads them into the hub's cache
         model = create_model(m, len(categories))

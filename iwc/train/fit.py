@@ -19,6 +19,7 @@ every process's random states, so a resume with the same number of processes is 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -46,6 +47,7 @@ from iwc.train.predict import plain_probs, to_device
 CHECKPOINT = "checkpoint.pt"
 HISTORY = "history.json"
 CURVES = "training_curves.png"
+log = logging.getLogger(__name__)
 _POSTFIX_EVERY = 10  # batches between progress-bar loss updates (each one waits for the device)
 
 Augmenter = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -105,7 +107,9 @@ def fit(model: nn.Module, train_images: np.ndarray, train_labels: np.ndarray, va
             record = {"stage": si, "epoch": epoch, **trainer.epoch(train_images, train_labels, progress, desc)}
             distributed.broadcast_buffers(model)  # the BatchNorm statistics validated and saved: rank 0's
             if val_images is not None:
-                record.update(_validate(model, val_images, val_labels, m, device))
+                record.update(_validate(model, val_images, val_labels, m, device, progress))
+            if distributed.is_main():
+                log.info("%s: %s", desc, _epoch_line(record))
             history.append(record)
             rng_state = rng.state_dict() if world == 1 else distributed.all_gather(rng.state_dict())
             if distributed.is_main():
@@ -199,7 +203,7 @@ class StageTrainer:
                 bar.update()
                 if progress and (k % _POSTFIX_EVERY == 0 or k == len(batches) - 1):
                     bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.3f}",
-                                    img_s=f"{seen * world / (time.perf_counter() - start):.0f}")
+                                    img_s=f"{seen * world / (time.perf_counter() - start):.0f}", refresh=False)
         loss_total, correct_total, seen = distributed.all_reduce_sum([loss_sum.item(), correct.item(), seen])
         stats = {"train_loss": loss_total / seen, "train_acc": correct_total / seen}
         stats["images_per_s"] = seen / (time.perf_counter() - start)  # after .item(): the device is done
@@ -299,10 +303,18 @@ def plot_curves(history: list[dict], path: Path) -> None:
         fig.savefig(f, format="png", dpi=80, metadata={"Software": None})  # no version stamp: stable bytes
 
 
+def _epoch_line(record: dict) -> str:
+    """One epoch's figures for the log: train loss and accuracy, and the validation's when there is one."""
+    line = f"train loss {record['train_loss']:.4f} acc {record['train_acc']:.4f}"
+    if "val_acc" in record:
+        line += f", validation loss {record['val_loss']:.4f} acc {record['val_acc']:.4f}"
+    return f"{line}, {record['images_per_s']:.0f} img/s"
+
+
 def _validate(model: nn.Module, images: np.ndarray, labels: np.ndarray, m: Model,
-              device: torch.device) -> dict[str, float]:
+              device: torch.device, progress: bool = False) -> dict[str, float]:
     """Validation loss and accuracy; with several processes each scores its part and the sums are shared."""
-    probs = plain_probs(model, distributed.my_part(images), m, device)
+    probs = plain_probs(model, distributed.my_part(images), m, device, progress)
     labels = labels[distributed.part_range(len(labels))]
     picked = probs[np.arange(len(labels)), labels]
     losses, hits = -np.log(np.maximum(picked, 1e-12)), probs.argmax(1) == labels

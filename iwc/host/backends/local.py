@@ -10,12 +10,15 @@ A failed kernel's error is shown once, quoting the user's folders rather than th
 
 from __future__ import annotations
 
+import codecs
 import os
+import re
 import signal
 import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from iwc.errors import IwcError
 from iwc.host.backends.base import Backend, KernelRun, kernel_command
@@ -144,49 +147,121 @@ def user_paths(text: str, paths: Mapping[str, Path]) -> str:
 
 
 def _stream(cmd: list[str], env: dict[str, str], cwd: Path, log_path: Path | None) -> tuple[int, str, list[str]]:
-    """Run `cmd`, copying its output line by line to the console and the log; never leaves it running.
+    """Run `cmd`, copying its output to the console and the log as it comes; never leaves it running.
 
-    Returns the exit code, the last meaningful line (no progress bar), and the kernel's error lines when it
-    stopped on an `IwcError` (else []). Lines from the last one starting with `ERROR_PREFIX` on are held back from
-    the console: they are that error when the kernel then exits with `ERROR_EXIT`, and are shown otherwise. The
-    same error printed again (by another process of a torchrun job) is that error once: logged, not repeated.
+    Output is read in chunks and cut into lines at "\n" and at "\r" (a progress bar's redraw): the console
+    gets each redraw in place, the log one line per redraw (a kernel's bars redraw every TQDM_MININTERVAL
+    seconds), a redraw still waiting for its line end included. Returns what `_Relay.result` does.
     """
-    last, held, repeat = "", [], []
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     # The log is written as it comes (not atomically): a running kernel's log should be readable.
     with open(log_path or os.devnull, "a", encoding="utf-8") as log, subprocess.Popen(
         cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     ) as proc:
+        relay, lines = _Relay(log), _Lines()
         try:
-            for raw in proc.stdout:
-                text = raw.decode("utf-8", errors="replace")
-                log.write(text)
-                log.flush()
-                line = text.rstrip("\r\n").rsplit("\r", 1)[-1]
-                last = line if meaningful([line]) else last
-                if repeat and line == repeat[0]:  # the rest of a repeated error
-                    repeat.pop(0)
-                    continue
-                repeat = []
-                if held and line == held[0]:  # under torchrun each process prints the error it stopped on: once
-                    repeat = held[1:]
-                    continue
-                if line.startswith(ERROR_PREFIX):  # an earlier error line was not the end: show it after all
-                    _echo("".join(f"{h}\n" for h in held))
-                    held = []
-                if held or line.startswith(ERROR_PREFIX):
-                    held.append(line)
-                else:
-                    _echo(text)  # keeps "\r": progress bars redraw in place
+            while True:
+                data = os.read(proc.stdout.fileno(), _CHUNK)
+                for line, end in lines.feed(data):
+                    relay.line(line, end)
+                if not data:
+                    break
+                if lines.redraw:  # a bar drawn after "\r" that the next redraw will end: show it now
+                    relay.redraw(lines.rest)
         finally:
             if proc.poll() is None:  # interrupted (Ctrl-C, or an error here) while the kernel still runs
                 _stop(proc)
             returncode = proc.wait()
-    if returncode != ERROR_EXIT:
-        _echo("".join(f"{h}\n" for h in held))
-        held = []
-    return returncode, last, held
+    return relay.result(returncode)
+
+
+_CHUNK = 65536
+_LINE_END = re.compile(r"\r\n?|\n")
+
+
+class _Lines:
+    """Cuts a byte stream into (line, end) pairs, end "\n" or "\r" ("\r\n" is one "\n"); UTF-8, bad bytes
+    replaced. `rest` is the text after the last line end; `redraw` says it follows a "\r"."""
+
+    def __init__(self) -> None:
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.rest, self.after_cr, self.redraw = "", False, False
+
+    def feed(self, data: bytes) -> list[tuple[str, str]]:
+        """The lines that `data` completes; empty `data` is the end of the stream (the rest is a last line)."""
+        text = self.decoder.decode(data, final=not data)
+        if self.after_cr and text.startswith("\n"):  # a "\r\n" cut between two chunks
+            text = text[1:]
+        if text:
+            self.after_cr = False
+        text, pos, out = self.rest + text, 0, []
+        for m in _LINE_END.finditer(text):
+            out.append((text[pos:m.start()], "\r" if m.group() == "\r" else "\n"))
+            pos = m.end()
+        if out and text:
+            self.after_cr = text.endswith("\r")
+            self.redraw = out[-1][1] == "\r"
+        self.rest = text[pos:]
+        if not data and self.rest:
+            out.append((self.rest, "\n"))
+            self.rest = ""
+        return out
+
+
+class _Relay:
+    """Where a kernel's lines go: the log and the console, its error held back (see `result`)."""
+
+    def __init__(self, log: IO[str]) -> None:
+        self.log, self.last, self.held, self.repeat, self.shown = log, "", [], [], ""
+
+    def redraw(self, text: str) -> None:
+        """A redraw not yet ended (`text` grows until it ends): to the console and the log now, once."""
+        if self.held or text == self.shown or text.startswith(ERROR_PREFIX) or ERROR_PREFIX.startswith(text):
+            return
+        _echo(text[len(self.shown):])
+        self._log(text[len(self.shown):])
+        self.shown = text
+
+    def line(self, line: str, end: str) -> None:
+        """One whole line, ended by "\n" or "\r"; what `redraw` showed of it already is not shown again."""
+        shown, self.shown = self.shown, ""
+        line = line[len(shown):]
+        if shown and not line:
+            _echo(end)
+            return
+        if line or end == "\n":
+            self._log(line)
+        self.last = line if meaningful([line]) else self.last
+        if self.repeat and line == self.repeat[0]:  # the rest of a repeated error
+            self.repeat.pop(0)
+            return
+        self.repeat = []
+        if self.held and line == self.held[0]:  # under torchrun each process prints the error it stopped on: once
+            self.repeat = self.held[1:]
+            return
+        if line.startswith(ERROR_PREFIX):  # an earlier error line was not the end: show it after all
+            _echo("".join(f"{h}\n" for h in self.held))
+            self.held = []
+        if self.held or line.startswith(ERROR_PREFIX):
+            self.held.append(line)
+        else:
+            _echo(line + end)  # keeps "\r": progress bars redraw in place
+
+    def _log(self, line: str) -> None:
+        self.log.write(line + "\n")
+        self.log.flush()
+
+    def result(self, returncode: int) -> tuple[int, str, list[str]]:
+        """The exit code, the last meaningful line (no progress bar), and the kernel's error lines when it
+        stopped on an `IwcError` (else []). Lines from the last one starting with `ERROR_PREFIX` on are held
+        back from the console: they are that error when the kernel then exits with `ERROR_EXIT`, and are shown
+        otherwise. The same error printed again (by another process of a torchrun job) is that error once:
+        logged, not repeated."""
+        if returncode != ERROR_EXIT:
+            _echo("".join(f"{h}\n" for h in self.held))
+            self.held = []
+        return returncode, self.last, self.held
 
 
 def _echo(text: str) -> None:
