@@ -242,6 +242,14 @@ CASES = [
     Case("recipe-file-missing", _recipe(recipe="nowhere.toml"), _text("'nowhere.toml' is neither a named recipe")),
     Case("recipe-unknown-key", lambda w: ["recipe", "--recipe", str(w.write("k.toml", "[full]\nbatchsize = 3\n"))],
          _text("unknown key(s) ['batchsize'] in models.full")),
+    Case("recipe-one-stage-of-no-epochs", _recipe("full.stages.0.epochs=0"),  # issue 16 item 7: no total_steps 0
+         _text("models.full.stages[0].epochs = 0 must be >= 1")),
+    Case("recipe-gap-overflows", _recipe("sequences.gap_s=1e300"),  # item 7: no OverflowError in the vote
+         _text("sequences.gap_s = 1e+300 must be in (0, 3.1536e+07]")),
+    Case("recipe-base-a-list", lambda w: ["recipe", "--recipe", str(w.write("l.toml", 'base = ["demo"]\n'))],
+         _text("base = ['demo'] must be the name of a recipe")),  # item 11: no TypeError unhashable
+    Case("recipe-base-a-table", lambda w: ["recipe", "--recipe", str(w.write("t.toml", "base = {a = 1}\n"))],
+         _text("base = {'a': 1} must be the name of a recipe")),
     Case("recipe-bad-base", lambda w: ["recipe", "--recipe", str(w.write("b.toml", 'base = "fast"\n'))],
          _text("base = 'fast' must be the name of a recipe")),
     # --- iwc stage: all fail before training --------------------------------------------------------------------

@@ -108,6 +108,16 @@ def test_a_second_process_on_the_same_run_folder_refuses_and_a_killed_holders_lo
     assert not (tmp_path / "runs" / "a" / "lock.json").exists()  # released on the way out
 
 
+def test_an_interrupt_names_the_stage_it_stopped_and_those_not_yet_started(small_demo, tmp_path):
+    backend = FakeBackend()
+    backend.interrupt.add("full")  # the local backend runs full, then crop: crop never started
+    with pytest.raises(KeyboardInterrupt) as interrupted:
+        run(small_demo, tmp_path, backend)
+    said = str(interrupted.value)
+    assert f"stage full keeps its progress in {tmp_path / 'runs' / 'a' / 'stages' / 'full'}" in said
+    assert "crop had not started" in said and "stage crop keeps" not in said
+
+
 def test_an_interrupted_stage_resumes_with_its_history(small_demo, tmp_path, capsys):
     backend = FakeBackend()
     backend.interrupt.add("crop")
@@ -115,6 +125,7 @@ def test_an_interrupted_stage_resumes_with_its_history(small_demo, tmp_path, cap
         run(small_demo, tmp_path, backend)
     said = str(interrupted.value)
     assert "rerun the same command to resume" in said and str(Path("stages") / "crop") in said
+    assert "full" not in said  # finished before the interrupt: nothing of it to resume
     assert state(tmp_path, "crop")["complete"] is False and state(tmp_path, "crop")["attempts"] == 1
     assert "running_since" not in state(tmp_path, "crop")  # the interrupted attempt's time was recorded
 

@@ -113,10 +113,7 @@ def reproduce(data_root: Path, recipe: Recipe, run_dir: Path, submission_dir: Pa
             try:
                 states = _run_wave(backend, [jobs[stage] for stage in wave], keys, plans)
             except KeyboardInterrupt:
-                left = [s for s in wave if not _finished(run_dir / "stages" / s, keys[s])]
-                where = ", ".join(str(shown_run_dir / "stages" / stage) for stage in left)
-                raise KeyboardInterrupt(f"rerun the same command to resume (stage {' + '.join(left)} keeps its "
-                                        f"progress in {where})") from None
+                raise KeyboardInterrupt(_interrupted(run_dir, shown_run_dir, wave, keys)) from None
             for stage in wave:
                 result.stages[stage] = {**states[stage], "runtime": _kernel_runtime(run_dir / "stages" / stage)}
                 (result.ran if states[stage]["ran"] else result.skipped).append(stage)
@@ -218,6 +215,17 @@ def _run_wave(backend: Backend, jobs: list[KernelRun], keys: dict[str, str], pla
     if errors:
         raise next(iter(errors.values()))
     return states
+
+
+def _interrupted(run_dir: Path, shown_run_dir: Path, wave: list[str], keys: dict[str, str]) -> str:
+    """How to resume after a Ctrl-C in `wave`: the stages that began with this key keep their progress; those
+    that had not started yet are named as such."""
+    states = {s: read_json_object(run_dir / "stages" / s / STATE_FILE) for s in wave}
+    begun = [s for s in wave if states[s].get("key") == keys[s] and not states[s].get("complete")]
+    waiting = [s for s in wave if s not in begun and not _finished(run_dir / "stages" / s, keys[s])]
+    kept = [f"stage {s} keeps its progress in {shown_run_dir / 'stages' / s}" for s in begun]
+    return "rerun the same command to resume (" + "; ".join(
+        [*kept, *([f"{' + '.join(waiting)} had not started"] if waiting else [])]) + ")"
 
 
 def _finished(stage_dir: Path, key: str) -> bool:
