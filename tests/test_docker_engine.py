@@ -20,10 +20,12 @@ from test_reproduce import TINY, stage_files
 from iwc.host.backends.base import KernelRun
 from iwc.host.backends.docker import PROJECT_DIR, build_argv, container_name, image_tag
 from iwc.host.docker_base import build_base, docker_build, image_exists
-from iwc.stages import SPECS
+from iwc.recipe import DEMO
+from iwc.stages import stage_specs
 
 pytestmark = pytest.mark.slow
-STAGES = ("full", "crop", "aggregate")
+SPECS = stage_specs(DEMO)
+STAGES = tuple(SPECS)
 RECORDS = {"report.md", "run.json"}  # the host's account of a run: its name, attempts, seconds
 SECRET = {"KAGGLE_KEY": "host-secret-3f9a1c"}
 PROBE_UID = 4242  # a throwaway user for the non-root case
@@ -144,7 +146,9 @@ import json, os, sys
 from pathlib import Path
 from iwc.host.backends.base import KernelRun
 from iwc.host.backends.docker import DockerBackend
-from iwc.stages import SPECS
+from iwc.recipe import DEMO
+from iwc.stages import stage_specs
+SPECS = stage_specs(DEMO)
 stage, kernel, data, image, uid, gid = sys.argv[1:]
 job = KernelRun(SPECS["aggregate"], Path(kernel), {"competitions/probe": Path(data)}, Path(stage),
                 env={"IWC_JOB_VAR": "job-own"})
