@@ -187,10 +187,13 @@ SLEEPING_STAGE = SOURCE_DIR_STAGE + """\
 """
 
 HOST = """\
+import signal
 import sys
 from pathlib import Path
 
 from iwc.host.backends.local import run_local
+
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even if started with SIGINT ignored
 
 kernel, work, log, scratch = sys.argv[1:]
 try:

@@ -335,8 +335,13 @@ def test_an_interruption_between_the_renames_lands_after_both(world, monkeypatch
     monkeypatch.setattr(submission_mod.os, "replace", replace_then_interrupt)
     changed = pd.read_csv(world.sub, dtype=str).assign(Category="0")
     sample = pd.read_csv(world.sample, dtype=str)
-    with pytest.raises(KeyboardInterrupt):
-        write_submission(changed, world.out, {}, sample=sample, category_ids=[0, world.category])
+    # Ctrl-C as a terminal delivers it, even when the tests were started with SIGINT ignored (in the background)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            write_submission(changed, world.out, {}, sample=sample, category_ids=[0, world.category])
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert calls == ["submission.csv", "manifest.json"]
     manifest = json.loads((world.out / "manifest.json").read_text())
     assert manifest["submission"]["category_histogram"] == {"0": len(sample)}

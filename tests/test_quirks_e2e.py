@@ -93,4 +93,4 @@ def test_invoke_tasks_forward_quirks_and_key_the_demo_folder_by_them():
     assert _commands(tasks.data_demo, seed=3, scale="small") == [
         f"{cli} demo-data data/demo/small-seed3 --seed 3 --scale small"]
     assert _commands(tasks.reproduce, demo=True, quirks=True, scale="small") == [
-        f"{cli} reproduce --demo --scale small --quirks"]
+        f"{cli} reproduce --demo --quirks --scale small"]  # in the order iwc declares its options
