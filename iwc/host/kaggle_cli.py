@@ -174,7 +174,7 @@ def dry_run(backend: Any, recipe: Any, run_dir: Path) -> None:
     """Print what `iwc reproduce --backend kaggle` would push, for the credential's user; push nothing."""
     from iwc.host.bundle import build_kernels
 
-    folders = build_kernels(run_dir / "kernels", recipe, backend.owner)
+    folders = build_kernels(run_dir / "kernels", recipe, backend.owner, session_limit=backend.session_limit)
     print(f"would push {len(folders)} kernels as {backend.owner!r} (--dry-run: nothing is pushed):")
     for folder in folders:
         meta = json.loads((folder / "kernel-metadata.json").read_text(encoding="utf-8"))
