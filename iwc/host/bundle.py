@@ -47,6 +47,7 @@ def render_script(stage: str, entry: str, recipe: Recipe, sources: Mapping[str, 
         raise IwcError(f"kernel entry {entry!r}: iwc/{module_file}.py is not among the embedded sources; "
                        "write the stage module first")
     code_sha = hash_sources(sources)
+    session_limit = None if session_limit is None else float(session_limit)  # a plain literal in the script
     recipe_json = _raw_literal(f"\n{json.dumps(recipe.to_dict(), indent=2)}\n", "the recipe JSON")
     parts = [
         _HEADER.format(stage=stage, recipe=recipe.name, code_sha=code_sha, entry=entry),

@@ -116,7 +116,8 @@ class SessionPlan:
             stop = distributed.all_reduce_sum([float(stop and distributed.is_main())])[0] > 0
         if not stop:
             return
-        what = f"epoch {self._done} of {self.epochs}" if left else "the prediction"
+        what = (f"epoch {self._done + 1} of {self.epochs}" + (" and the prediction" if left == 1 else "")
+                if left else "the prediction")
         raise SessionStop({
             "stage": self.name, "epochs_done": self._done, "epochs": self.epochs, "session": self.session,
             "elapsed_s": round(now, 1), "needed_s": round(needed, 1), "limit_s": self.limit,
