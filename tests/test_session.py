@@ -130,3 +130,14 @@ def test_the_limit_is_baked_into_the_kernel_script():
     nine_hours = render_kernels(recipe, stages=["full"], session_limit=32400.0)["full/iwc_full.py"]
     assert "SESSION_LIMIT_S = 32400.0\n" in nine_hours
     assert "SESSION_LIMIT_S = None\n" in render_kernels(recipe, stages=["full"], session_limit=None)["full/iwc_full.py"]
+
+
+def test_session_limit_option_is_checked_and_refused_where_sessions_have_no_limit(capsys):
+    from iwc.host.cli import main
+
+    with pytest.raises(SystemExit) as bad:
+        main(["reproduce", "--session-limit", "0"])
+    assert bad.value.code == 2 and "is not a positive number of seconds" in capsys.readouterr().err
+    assert main(["reproduce", "--backend", "local", "--session-limit", "3600"]) == 2
+    err = capsys.readouterr().err
+    assert err == "iwc: error: --session-limit does not apply to --backend local\n"
