@@ -103,7 +103,7 @@ def test_restore_copies_the_previous_sessions_checkpoint_and_counts_the_session(
     (previous / marker_name("full")).write_text(json.dumps({"session": 2, "epochs_done": 3, "epochs": 9}))
     work = tmp_path / "working"
     work.mkdir()
-    (work / marker_name("full")).write_text("{}")  # a stale marker (iwc stage rerun in the same folder)
+    (work / marker_name("full")).write_text("{}")  # a marker left here by an earlier session: superseded
     monkeypatch.setenv("IWC_INPUT_ROOT", str(tmp_path / "input"))
     assert restore("full", work) == 3
     assert (work / "full" / "checkpoint.pt").read_bytes() == b"weights"
@@ -114,8 +114,16 @@ def test_restore_copies_the_previous_sessions_checkpoint_and_counts_the_session(
 
 
 def test_restore_without_a_previous_session_is_session_one(monkeypatch, tmp_path):
-    monkeypatch.setenv("IWC_INPUT_ROOT", str(tmp_path))
+    monkeypatch.setenv("IWC_INPUT_ROOT", str(tmp_path / "input"))
+    (tmp_path / "input").mkdir()
     assert restore("full", tmp_path) == 1
+
+
+def test_iwc_stage_run_again_in_its_folder_counts_the_next_session(monkeypatch, tmp_path):
+    monkeypatch.setenv("IWC_INPUT_ROOT", str(tmp_path / "input"))
+    (tmp_path / "input").mkdir()
+    (tmp_path / marker_name("full")).write_text(json.dumps({"session": 1}))
+    assert restore("full", tmp_path) == 2 and not (tmp_path / marker_name("full")).exists()
 
 
 @pytest.mark.parametrize("name,value,problem", [(LIMIT_ENV, "soon", "not a number"), (CLOCK_ENV, "wall:1", "batch:")])

@@ -166,12 +166,15 @@ class SessionPlan:
 def restore(name: str, work: Path) -> int:
     """Before training: copy the checkpoint of a previous session (an attached output holding
     `<name>.resume.json`) into `work/<name>/`, unless one is there; remove a stale marker from `work`.
-    Returns this session's number (1 when nothing is resumed)."""
-    (work / marker_name(name)).unlink(missing_ok=True)
+    Returns this session's number: 1 when nothing is resumed; one more than the marker's when `work` itself holds
+    one (`iwc stage` run again in the same folder: `fit` resumes from the checkpoint there)."""
+    stale = work / marker_name(name)
+    session = int(read_json_object(stale).get("session", 0)) + 1
+    stale.unlink(missing_ok=True)
     found = layout.find_marked(None, marker_name(name), f"the previous session's output with {marker_name(name)!r}",
                                "Attach the kernel's own previous output (kernel_sources).", required=False)
     if found is None:
-        return 1
+        return session
     marker = read_json_object(found / marker_name(name))
     source, target = found / name / CHECKPOINT, work / name / CHECKPOINT
     if not source.is_file():
