@@ -109,7 +109,8 @@ def fit(model: nn.Module, train_images: np.ndarray, train_labels: np.ndarray, va
             first_epoch = saved["epoch"]
         for epoch in range(first_epoch, stage.epochs):
             desc = f"stage {si + 1}/{len(m.stages)} epoch {epoch + 1}/{stage.epochs}"
-            stats = trainer.epoch(train_images, train_labels, progress, desc, session and session.batch)
+            stats = trainer.epoch(train_images, train_labels, progress, desc,
+                                  None if session is None else session.batch)
             record = {"stage": si, "epoch": epoch, **stats}
             distributed.broadcast_buffers(model)  # the BatchNorm statistics validated and saved: rank 0's
             if val_images is not None:
