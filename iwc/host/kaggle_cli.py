@@ -191,6 +191,7 @@ def record_run(backend: Any, run_dir: Path, submission_dir: Path) -> dict[str, A
     from iwc.host.backends.kaggle import kernel_records
 
     kernels = {stage: {"id": r["kernel"], "version": r["version"], "pushed_at": r.get("pushed_at"),
+                       "sessions": 1 + int(r.get("continuations", 0)),  # versions that trained it (session limit)
                        "url": f"https://www.kaggle.com/code/{r['kernel']}"}
                for stage, r in kernel_records(run_dir / "stages").items()}
     kaggle = {"owner": backend.owner, "kernels": kernels, "kernel_sources": KERNEL_SOURCES_NOTE,
