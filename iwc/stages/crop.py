@@ -60,7 +60,7 @@ def main(recipe: Recipe, name: str) -> None:
                                    is_val=lambda f: is_val.loc[f["image_id"]].to_numpy())
     train = background_rows(train, model.crops.background)
     trained = train_model(name, model, recipe.seed, train, frames["test"], work, issues)
-    if trained is None:  # another process of a multi-GPU run: rank 0 predicts and writes the outputs
+    if trained is None:  # a process other than rank 0 (which writes the outputs), or a planned session stop
         return
     write_outputs(name, recipe, per_image(trained.val, train), per_image(trained.test, frames["test"]),
                   trained.summary, work, issues)
