@@ -170,16 +170,18 @@ def git_commit() -> str:
 
 # ------------------------------------------------------------------------------- iwc reproduce --backend kaggle
 
-def dry_run(backend: Any, recipe: Any, run_dir: Path) -> None:
-    """Print what `iwc reproduce --backend kaggle` would push, for the credential's user; push nothing."""
-    from iwc.host.bundle import build_kernels
+def dry_run(backend: Any, recipe: Any, run_dir: Path, gpus: int | None = None) -> None:
+    """Print what `iwc reproduce --backend kaggle` would push, for the credential's user; push nothing.
+    `gpus`: the training processes of each model kernel (None: every GPU of its machine shape)."""
+    from iwc.host.bundle import SHAPE_GPUS, build_kernels
 
-    folders = build_kernels(run_dir / "kernels", recipe, backend.owner)
+    folders = build_kernels(run_dir / "kernels", recipe, backend.owner, gpus=gpus)
     print(f"would push {len(folders)} kernels as {backend.owner!r} (--dry-run: nothing is pushed):")
     for folder in folders:
         meta = json.loads((folder / "kernel-metadata.json").read_text(encoding="utf-8"))
         size = (folder / meta["code_file"]).stat().st_size
-        gpu = f"GPU {meta.get('machine_shape', 'yes')}" if meta["enable_gpu"] else "no GPU"
+        gpu = (f"GPU {meta.get('machine_shape', 'yes')}, trains on {gpus or SHAPE_GPUS} of its {SHAPE_GPUS}"
+               if meta["enable_gpu"] else "no GPU")
         print(f"  {meta['id']}: {folder / meta['code_file']} ({size / 1024:.0f} KiB); {gpu}; internet "
               f"{'on' if meta['enable_internet'] else 'off'}; private {meta['is_private']}\n"
               f"    competition {', '.join(meta['competition_sources']) or '-'}; datasets "

@@ -63,13 +63,14 @@ class RunResult:
 
 def reproduce(data_root: Path, recipe: Recipe, run_dir: Path, submission_dir: Path, *,
               truth: Path | None = None, force: bool = False, owner: str = DEFAULT_OWNER,
-              backend: Backend | None = None, gpus: int = 1) -> RunResult:
+              backend: Backend | None = None, gpus: int | None = None) -> RunResult:
     """Run every stage's kernel (`backend`) on the data under `data_root` and assemble `submission_dir`.
 
     `truth` (an `Id,Category` CSV of test labels, known for the synthetic competition) adds test-set
     accuracy to the table. `force` reruns every stage. `backend` runs the kernels (default: here).
-    `gpus` > 1 trains each model stage in that many processes (torchrun, one GPU each); it is not part of
-    the stage keys, and a stage interrupted under another number of GPUs refuses to resume (`--force`).
+    `gpus` > 1 trains each model stage in that many processes (torchrun, one GPU each; None: each model kernel
+    trains on every GPU it counts, `iwc.train.launch`); it is not part of the stage keys, and a stage
+    interrupted under another number of GPUs refuses to resume (`--force`).
     Raises `IwcError` at once when another process works in `run_dir`, or when a competition file that a
     stage to run reads is broken. On Ctrl-C the running kernel is stopped, the stage's state is kept, and
     rerunning the same command resumes it.
@@ -98,7 +99,8 @@ def reproduce(data_root: Path, recipe: Recipe, run_dir: Path, submission_dir: Pa
     with run_lock(run_dir):
         if force:
             shutil.rmtree(scratch, ignore_errors=True)
-        kernels = {Path(k).name: Path(k) for k in build_kernels(run_dir / "kernels", recipe, owner, sources=sources)}
+        kernels = {Path(k).name: Path(k) for k in build_kernels(run_dir / "kernels", recipe, owner, sources=sources,
+                                                                  gpus=gpus)}
         plans = {s: _plan(run_dir / "stages" / s, keys[s], force) for s in specs}
         pending = [s for s in specs if plans[s][0] != "skip"]
         preflight(competition, resized, [specs[s] for s in pending], remote)

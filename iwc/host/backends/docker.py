@@ -22,11 +22,12 @@ from pathlib import Path, PurePosixPath
 
 import iwc
 from iwc.errors import IwcError
-from iwc.host.backends.base import Backend, KernelRun, kernel_command
+from iwc.host.backends.base import Backend, KernelRun
 from iwc.host.backends.local import check_mounts, run_streamed
 from iwc.layout import SCRATCH_ENV
 from iwc.provenance import PACKAGE_DIR, hash_sources
 from iwc.recipe import Recipe
+from iwc.train.launch import kernel_command
 
 PROJECT_DIR = PACKAGE_DIR.parent
 DOCKERFILE = Path("docker/Dockerfile")
