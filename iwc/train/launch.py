@@ -28,15 +28,19 @@ log = logging.getLogger(__name__)
 
 # torchrun, exiting as its processes do: a process's exit code (2 after its `error:` line) is torchrun's own, where
 # plain torchrun turns any failure into 1 and prints a ChildFailedError traceback and log lines after the error
-# (its logs are silenced; the processes print their own output and tracebacks). Plain Python code, not a module of
-# iwc: the Docker image runs it with no iwc installed.
+# (its logs are silenced; the processes print their own output and tracebacks); stopped by a signal (Ctrl-C), it
+# stops its processes and exits 128 + the signal, without a SignalException traceback. Plain Python code, not a
+# module of iwc: the Docker image runs it with no iwc installed.
 TORCHRUN = """\
 import logging, sys
+from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.run import parse_args, run
 logging.getLogger("torch.distributed").handlers = [logging.NullHandler()]
 try:
     run(parse_args(sys.argv[1:]))
+except SignalException as e:
+    sys.exit(128 + int(e.sigval))
 except ChildFailedError as e:
     rank, failure = e.get_first_failure()
     code = failure.exitcode if failure.exitcode >= 0 else 128 - failure.exitcode
