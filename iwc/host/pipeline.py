@@ -283,6 +283,7 @@ def _run_stage(backend: Backend, job: KernelRun, key: str, plan: tuple[str, str]
     print(f"[{stage}] running {job.spec.code_file} ({backend.name})")
     try:
         backend.run(job)
+        outputs.unpack_extras(stage_dir / "working")  # what the kernel packed (iwc.extras), as it wrote it
         state.update(complete=True, outputs=outputs.record(stage_dir / "working"))
     finally:  # also on Ctrl-C or a failure: the attempt's time counts
         state["seconds"] = round(state["seconds"] + time.time() - state.pop("running_since"), 1)
