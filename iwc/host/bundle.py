@@ -8,7 +8,9 @@ what runs on Kaggle is readable there and needs no `pip install`. Run, it writes
 the sources to a folder under the scratch dir (`$IWC_SCRATCH_DIR`, else the temp dir; one named by the
 process id, so the next kernel removes one left by a killed kernel), puts that folder first on `sys.path`
 (the embedded copy wins over any installed `iwc`, and tracebacks show real file names and lines), and
-calls the stage's `main(recipe, stage)`.
+calls the stage's `main(recipe, stage)`. Its `PROCESSES` constant (`--gpus`; None: every GPU the kernel counts)
+becomes `$IWC_PROCESSES`, and the file names itself in `$IWC_KERNEL_FILE`: a model kernel restarts it under
+torchrun to train on several GPUs (`iwc.train.launch`).
 The same sources, recipe and owner always give the same bytes; `check_fresh` lists files that differ.
 """
 
