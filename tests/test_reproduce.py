@@ -84,6 +84,7 @@ def test_first_run_runs_every_stage_and_leaves_a_valid_submission(first, small_d
     stages = json.loads((out / "run.json").read_text())["stages"]
     for stage in ("full", "crop"):  # what each kernel ran with, as its own manifest reported it
         assert stages[stage]["runtime"]["device"] == "cpu" and stages[stage]["runtime"]["torch"].startswith("2.")
+        assert stages[stage]["runtime"]["trained on"] == "cpu"  # one process, on the CPU
     assert set(result.accuracy) == {"validation (held-out locations)", "test"}
     for accuracy in result.accuracy.values():
         assert set(accuracy) == set(step_labels(DEMO)) and all(0 <= a <= 1 for a in accuracy.values())

@@ -102,8 +102,12 @@ def _status(args: argparse.Namespace) -> None:
 
 
 def _pull(args: argparse.Namespace) -> None:
+    from iwc.host.outputs import unpack_extras
+
     names, _ = _client().pull(args.kernel, args.version, Path(args.out))
-    print(f"pulled {len(names)} files into {args.out}")
+    packed = unpack_extras(Path(args.out))  # what the kernel packed into one archive, unpacked beside it
+    print(f"pulled {len(names)} files into {args.out}" + (f" ({len(packed)} more unpacked from the archive)"
+                                                          if packed else ""))
 
 
 def _submit(args: argparse.Namespace) -> None:

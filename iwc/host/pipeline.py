@@ -360,11 +360,15 @@ def _stage_table(stages: dict[str, dict]) -> str:
 
 
 def _kernel_runtime(stage_dir: Path) -> dict[str, str]:
-    """The versions and device a stage's kernel reported in its manifest (where it ran: here, Docker, Kaggle)."""
+    """The versions and device a stage's kernel reported in its manifest (where it ran: here, Docker, Kaggle), and
+    for a model stage the devices its processes trained on."""
     working = stage_dir / "working"
     manifest = next((p for p in (working / f"{stage_dir.name}.manifest.json", working / "manifest.json")
                      if p.is_file()), None)
-    return read_json_object(manifest).get("code", {}).get("runtime", {}) if manifest else {}
+    record = read_json_object(manifest) if manifest else {}
+    devices = record.get("devices")
+    trained = {"trained on": ", ".join(map(str, devices))} if isinstance(devices, list) else {}
+    return {**record.get("code", {}).get("runtime", {}), **trained}
 
 
 def _check_pair(folder: Path) -> None:
