@@ -2,7 +2,8 @@
 
 `run_argv(job, image)` is the exact `docker run` command: each input mounted read-only at
 `/kaggle/input/<mount name>`, the stage's working folder at `/kaggle/working`, its scratch folder at
-`/kaggle/scratch`, the kernel folder read-only at `/kaggle/src` (run under torchrun when `job.processes` > 1);
+`/kaggle/scratch`, the kernel folder read-only at `/kaggle/src` (run under torchrun when `job.processes` > 1;
+without `--gpus` the kernel starts torchrun itself on every GPU the container sees);
 `--gpus all` for a stage that needs a GPU (none with `--gpus 0`: `job.processes` 0 runs it on the CPU),
 `--shm-size` for DataLoader workers and torchrun, `--memory` when `IWC_DOCKER_MEMORY` sets a limit, and the
 host user's uid:gid so outputs are not owned by root. The backend removes the container itself once it has
