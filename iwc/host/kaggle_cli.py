@@ -184,7 +184,7 @@ def dry_run(backend: Any, recipe: Any, run_dir: Path, gpus: int | None = None) -
     for folder in folders:
         meta = json.loads((folder / "kernel-metadata.json").read_text(encoding="utf-8"))
         size = (folder / meta["code_file"]).stat().st_size
-        gpu = (f"GPU {meta.get('machine_shape', 'yes')}, trains on {gpus or SHAPE_GPUS} of its {SHAPE_GPUS}"
+        gpu = (f"GPU {meta.get('machine_shape', 'yes')}, trains on {gpus or SHAPE_GPUS} of its {SHAPE_GPUS} GPUs"
                if meta["enable_gpu"] else "no GPU")
         print(f"  {meta['id']}: {folder / meta['code_file']} ({size / 1024:.0f} KiB); {gpu}; internet "
               f"{'on' if meta['enable_internet'] else 'off'}; private {meta['is_private']}\n"
