@@ -177,6 +177,15 @@ def test_a_kernel_trains_in_one_process_per_gpu_unless_told_otherwise(env, devic
             processes_wanted(m)
 
 
+def test_a_process_that_cannot_restart_itself_trains_on_one_gpu_and_says_so(monkeypatch, caplog):
+    for name in ("WORLD_SIZE", KERNEL_FILE_ENV, PROCESSES_ENV):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(launch, "gpu_count", lambda: 2)
+    with caplog.at_level("WARNING", logger="iwc.train.launch"):
+        launch.train_on_every_gpu(load_recipe("demo").models["full"], "full")  # returns: trains here
+    assert "full: trains on one of the 2 GPUs it sees" in caplog.text
+
+
 @pytest.mark.parametrize("argv", [["--gpus", "-1"], ["--gpus", "3", "--backend", "kaggle"],
                                   ["--gpus", "0", "--backend", "kaggle"]])
 def test_reproduce_refuses_a_gpu_count_it_cannot_use(argv, capsys):

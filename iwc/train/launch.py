@@ -80,6 +80,10 @@ def train_on_every_gpu(m: Model, name: str) -> None:
     again under torchrun with that many processes and exit with their exit code."""
     processes = processes_wanted(m)
     if processes == 1:
+        if not os.environ.get(KERNEL_FILE_ENV) and distributed.world_size() == 1 and m.device != "cpu" \
+                and gpu_count() > 1:  # e.g. `iwc stage`, or a kernel run where its file has no name
+            log.warning("%s: trains on one of the %d GPUs it sees: only a kernel file restarts itself under "
+                        "torchrun (or start it under torchrun yourself)", name, gpu_count())
         return
     log.info("%s: training on %d GPUs: this kernel starts %d processes of itself (torchrun)", name, processes,
              processes)
