@@ -54,9 +54,15 @@ def working_dir() -> Path:
 def scratch_dir() -> Path:
     """An existing folder for big temporary caches, outside the working dir (Kaggle caps that at 20 GB).
 
-    `$IWC_SCRATCH_DIR`, else `iwc-scratch` under the system temp folder.
+    `$IWC_SCRATCH_DIR`, else `iwc-scratch` under the system temp folder. `IwcError` when it lies inside the
+    working dir, whose every file is an output of the kernel.
     """
     path = Path(os.environ.get(SCRATCH_ENV) or Path(tempfile.gettempdir()) / "iwc-scratch")
+    working = working_dir().resolve()
+    if path.resolve().is_relative_to(working):
+        raise IwcError(f"scratch folder {path} is inside the working dir {working}, whose files are the kernel's "
+                       f"outputs (Kaggle keeps 20 GB of them and lists 500): point ${SCRATCH_ENV} at a folder "
+                       "outside it (default: the temp folder)")
     path.mkdir(parents=True, exist_ok=True)
     return path
 

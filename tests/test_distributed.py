@@ -6,6 +6,7 @@ images a network learns within three epochs; the single-process runs of the same
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -18,12 +19,13 @@ import torch
 
 from iwc import layout
 from iwc.errors import IwcError
-from iwc.host.backends.base import TORCHRUN, kernel_command
 from iwc.host.backends.local import run_local
 from iwc.host.bundle import build_kernels
 from iwc.recipe import load_recipe
-from iwc.train import distributed
+from iwc.train import distributed, launch
+from iwc.train.device import FAKE_GPUS_ENV
 from iwc.train.fit import CHECKPOINT, HISTORY
+from iwc.train.launch import KERNEL_FILE_ENV, PROCESSES_ENV, TORCHRUN, kernel_command, processes_wanted
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
 SEEDS = (0, 1, 2)
@@ -134,27 +136,76 @@ def test_local_backend_runs_a_kernel_once_per_process(tmp_path):
     assert (working / "rank1").read_text() == "2"
 
 
-def test_generated_full_kernel_trains_on_two_processes_and_rank0_writes_the_outputs(small_demo, tmp_path):
+def test_generated_full_kernel_seeing_two_gpus_restarts_itself_on_both_and_rank0_writes_the_outputs(small_demo,
+                                                                                                    tmp_path):
     recipe = load_recipe("demo", ["full.image_size=32", "full.cache_size=36", "full.batch_size=64",
                                   "full.stages.0.epochs=1", "full.stages.1.epochs=1", "full.tta.views=1"])
-    (kernel_dir,) = build_kernels(tmp_path / "kernels", recipe, stages=["full"])
+    (kernel_dir,) = build_kernels(tmp_path / "kernels", recipe, stages=["full"])  # no --gpus: every GPU seen
     inputs = {f"competitions/{layout.COMPETITION_SLUG}": small_demo.competition_dir,
               f"datasets/{layout.RESIZED_DATASET}": small_demo.resized_dir}
-    env = {layout.SCRATCH_ENV: str(tmp_path / "scratch"), "OMP_NUM_THREADS": "1"}
+    env = {layout.SCRATCH_ENV: str(tmp_path / "scratch"), "OMP_NUM_THREADS": "1", FAKE_GPUS_ENV: "2"}
     working = run_local(kernel_dir / "iwc_full.py", inputs, tmp_path / "stage", tmp_path / "log.txt", env,
-                        processes=2)
+                        processes=None)  # started as one plain process, as Kaggle starts a kernel
     manifest = json.loads((working / "full.manifest.json").read_text())
-    assert manifest["processes"] == 2 and len(manifest["history"]) == 2
+    assert manifest["processes"] == 2 and manifest["devices"] == ["cpu", "cpu"] and len(manifest["history"]) == 2
     assert (working / "full_val.npz").is_file() and (working / "full_test.npz").is_file()
     log = (tmp_path / "log.txt").read_text()
-    assert log.count("iwc kernel: iwc.stages.full:main") == 2  # the bootstrap ran in each process
+    assert "training on 2 GPUs: this kernel starts 2 processes of itself (torchrun)" in log
+    assert log.count("iwc kernel: iwc.stages.full:main") == 3  # the bootstrap ran in the kernel, then in each child
     assert log.count("classes,") == 1  # only rank 0 logs INFO lines
 
 
-@pytest.mark.parametrize("argv", [["--gpus", "-1"], ["--gpus", "2", "--backend", "kaggle"],
+@pytest.mark.parametrize(("env", "device", "processes"), [
+    ({}, "auto", 1),  # no kernel file: `iwc stage` in its own process
+    ({KERNEL_FILE_ENV: "k.py"}, "auto", 3),  # one per GPU counted
+    ({KERNEL_FILE_ENV: "k.py"}, "cpu", 1),  # the recipe says CPU
+    ({KERNEL_FILE_ENV: "k.py", PROCESSES_ENV: "1"}, "auto", 1),  # --gpus 1
+    ({KERNEL_FILE_ENV: "k.py", PROCESSES_ENV: "2"}, "auto", 2),
+    ({KERNEL_FILE_ENV: "k.py", "WORLD_SIZE": "3"}, "auto", 1),  # already one of torchrun's processes
+])
+def test_a_kernel_trains_in_one_process_per_gpu_unless_told_otherwise(env, device, processes, monkeypatch):
+    for name in ("WORLD_SIZE", KERNEL_FILE_ENV, PROCESSES_ENV):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(launch, "gpu_count", lambda: 3)
+    m = dataclasses.replace(load_recipe("demo").models["full"], device=device)
+    assert processes_wanted(m) == processes
+    monkeypatch.setenv(PROCESSES_ENV, "two")
+    if KERNEL_FILE_ENV in env and "WORLD_SIZE" not in env:
+        with pytest.raises(IwcError, match=PROCESSES_ENV):
+            processes_wanted(m)
+
+
+def test_a_process_that_cannot_restart_itself_trains_on_one_gpu_and_says_so(monkeypatch, caplog):
+    for name in ("WORLD_SIZE", KERNEL_FILE_ENV, PROCESSES_ENV):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(launch, "gpu_count", lambda: 2)
+    with caplog.at_level("WARNING", logger="iwc.train.launch"):
+        launch.train_on_every_gpu(load_recipe("demo").models["full"], "full")  # returns: trains here
+    assert "full: trains on one of the 2 GPUs it sees" in caplog.text
+
+
+@pytest.mark.parametrize("argv", [["--gpus", "-1"], ["--gpus", "3", "--backend", "kaggle"],
                                   ["--gpus", "0", "--backend", "kaggle"]])
 def test_reproduce_refuses_a_gpu_count_it_cannot_use(argv, capsys):
     from iwc.host.cli import main
 
     assert main(["reproduce", *argv]) == 2
-    assert "--gpus" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--gpus" in err
+    if "kaggle" in argv:  # the shapes Kaggle has, and what to give
+        assert "NvidiaTeslaT4, 2 x T4" in err and "NvidiaTeslaP100" in err and "give --gpus 1 or 2" in err
+
+
+@pytest.mark.parametrize("gpus", [None, 1, 2])
+def test_kaggle_accepts_the_gpus_of_its_machine_shape_and_the_kernels_carry_the_count(gpus, tmp_path):
+    from iwc.host.backends import RunOptions
+    from iwc.host.backends.kaggle import KaggleBackend
+    from iwc.host.bundle import render_kernels
+
+    KaggleBackend(client=object()).check(RunOptions(tmp_path, gpus=gpus))
+    files = render_kernels(load_recipe("demo"), gpus=gpus)
+    assert json.loads(files["full/kernel-metadata.json"])["machine_shape"] == "NvidiaTeslaT4"
+    assert f"\nPROCESSES = {gpus!r}  #" in files["full/iwc_full.py"]
+    assert "\nPROCESSES = None  #" in files["aggregate/iwc_aggregate.py"]  # trains nothing

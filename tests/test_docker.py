@@ -23,7 +23,7 @@ from test_tasks import _commands, _load_tasks
 import iwc
 from iwc.errors import IwcError
 from iwc.host.backends import get_backend
-from iwc.host.backends.base import TORCHRUN, KernelRun, RunOptions
+from iwc.host.backends.base import KernelRun, RunOptions
 from iwc.host.backends.docker import (
     DockerBackend,
     bind,
@@ -39,6 +39,7 @@ from iwc.host.pipeline import reproduce
 from iwc.layout import SCRATCH_ENV
 from iwc.recipe import DEMO, load_recipe
 from iwc.stages import stage_specs
+from iwc.train.launch import TORCHRUN
 
 SPECS = stage_specs(DEMO)
 

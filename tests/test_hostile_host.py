@@ -23,7 +23,6 @@ from iwc import layout
 from iwc.data.competition import MD_JSON
 from iwc.errors import IwcError
 from iwc.host import bundle
-from iwc.host.backends.base import kernel_command
 from iwc.host.backends.local import run_local, run_streamed
 from iwc.host.bundle import build_kernels, package_sources, render_script
 from iwc.host.cli import main
@@ -31,6 +30,7 @@ from iwc.host.kaggle_client import KaggleClient, log_lines
 from iwc.host.logtext import meaningful
 from iwc.host.synth import write_demo
 from iwc.recipe import DEMO, load_recipe
+from iwc.train.launch import kernel_command
 
 world = test_hostile.world  # the fixture every case runs in
 

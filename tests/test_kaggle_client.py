@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from iwc.errors import IwcError
-from iwc.host.kaggle_client import _safe_relative, log_lines, read_kernel_metadata
+from iwc.host.kaggle_client import (
+    OUTPUT_LISTING_LIMIT,
+    KaggleClient,
+    OutputFile,
+    _safe_relative,
+    log_lines,
+    read_kernel_metadata,
+)
 
 PACKAGE = Path(__file__).resolve().parents[1] / "iwc"
 
@@ -91,6 +98,15 @@ def test_an_unpack_that_fails_leaves_the_folder_whole_and_nothing_beside_it(tmp_
         kaggle_client._unpack(archive, folder, keep={"meta.json"})
     assert [p.name for p in folder.iterdir()] == ["meta.json"] and (folder / "meta.json").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.zip", "comp"]
+
+
+def test_a_listing_as_long_as_kaggles_limit_is_refused_before_anything_is_pulled(tmp_path):
+    client = KaggleClient.__new__(KaggleClient)  # no credential: nothing here reaches Kaggle
+    client.outputs = lambda kernel, version: ([OutputFile(f"f{i}.png", "u") for i in range(OUTPUT_LISTING_LIMIT)], "")
+    (tmp_path / "working").mkdir()
+    with pytest.raises(IwcError, match=r"lists 500 output files.*at most 50 \(iwc.extras\)"):
+        client.pull("me/kernel", 3, tmp_path / "working")
+    assert list(tmp_path.iterdir()) == [tmp_path / "working"] and not any((tmp_path / "working").iterdir())
 
 
 @pytest.mark.parametrize("name", ["submission.csv", "full/history.json", "./a.txt"])

@@ -61,6 +61,14 @@ def test_scratch_defaults_to_system_temp(monkeypatch):
     assert scratch_dir() == Path(tempfile.gettempdir()) / "iwc-scratch"
 
 
+def test_scratch_inside_the_working_dir_is_refused_before_anything_is_made(monkeypatch, tmp_path):
+    monkeypatch.setenv("IWC_WORKING_DIR", str(tmp_path / "working"))
+    monkeypatch.setenv("IWC_SCRATCH_DIR", str(tmp_path / "working" / "cache"))
+    with pytest.raises(IwcError, match=r"inside the working dir .*point \$IWC_SCRATCH_DIR at a folder outside"):
+        scratch_dir()
+    assert not (tmp_path / "working").exists()
+
+
 def test_discovers_legacy_layout(tmp_path):
     root = legacy_root(tmp_path)
     assert find_competition(root) == root / "iwildcam-2020-fgvc7"

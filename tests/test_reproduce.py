@@ -8,12 +8,14 @@ import hashlib
 import json
 import subprocess
 import sys
+import zipfile
 
 import pandas as pd
 import pytest
 import torch
 
 from iwc.errors import IwcError
+from iwc.extras import EXTRAS_ZIP, MAX_OUTPUT_FILES
 from iwc.host.backends.local import mount_inputs
 from iwc.host.cli import main
 from iwc.host.pipeline import reproduce
@@ -82,10 +84,25 @@ def test_first_run_runs_every_stage_and_leaves_a_valid_submission(first, small_d
     stages = json.loads((out / "run.json").read_text())["stages"]
     for stage in ("full", "crop"):  # what each kernel ran with, as its own manifest reported it
         assert stages[stage]["runtime"]["device"] == "cpu" and stages[stage]["runtime"]["torch"].startswith("2.")
+        assert stages[stage]["runtime"]["trained on"] == "cpu"  # one process, on the CPU
     assert set(result.accuracy) == {"validation (held-out locations)", "test"}
     for accuracy in result.accuracy.values():
         assert set(accuracy) == set(step_labels(DEMO)) and all(0 <= a <= 1 for a in accuracy.values())
     assert "blend + sequence vote" in (out / "report.md").read_text()
+
+
+def test_each_kernel_writes_a_few_dozen_files_at_most_and_packs_the_per_model_ones(first):
+    tmp, _, _ = first
+    written = {}
+    for stage in ("full", "crop", "aggregate"):  # as each kernel wrote them: the host unpacked the archive since
+        working = tmp / "runs" / "a" / "stages" / stage / "working"
+        files = {p.relative_to(working).as_posix() for p in working.rglob("*") if p.is_file()}
+        archive = working / EXTRAS_ZIP
+        packed = set(zipfile.ZipFile(archive).namelist()) if archive.is_file() else set()
+        assert packed <= files  # unpacked beside the archive, for the report and a rerun's check
+        written[stage] = files - packed
+    assert all(0 < len(files) <= MAX_OUTPUT_FILES for files in written.values()), written  # no cache, no crops
+    assert EXTRAS_ZIP in written["aggregate"] and not any(f.startswith("confusion_full") for f in written["aggregate"])
 
 
 def test_cli_validate_accepts_the_submission(first, small_demo):

@@ -8,7 +8,9 @@ what runs on Kaggle is readable there and needs no `pip install`. Run, it writes
 the sources to a folder under the scratch dir (`$IWC_SCRATCH_DIR`, else the temp dir; one named by the
 process id, so the next kernel removes one left by a killed kernel), puts that folder first on `sys.path`
 (the embedded copy wins over any installed `iwc`, and tracebacks show real file names and lines), and
-calls the stage's `main(recipe, stage)`.
+calls the stage's `main(recipe, stage)`. Its `PROCESSES` constant (`--gpus`; None: every GPU the kernel counts)
+becomes `$IWC_PROCESSES`, and the file names itself in `$IWC_KERNEL_FILE`: a model kernel restarts it under
+torchrun to train on several GPUs (`iwc.train.launch`).
 The same sources, recipe and owner always give the same bytes; `check_fresh` lists files that differ.
 """
 
@@ -26,19 +28,23 @@ from iwc.layout import COMPETITION_SLUG, SCRATCH_ENV
 from iwc.provenance import closure_sources, hash_sources, package_sources
 from iwc.recipe import Recipe
 from iwc.stages import StageSpec, stage_specs
+from iwc.train.launch import KERNEL_FILE_ENV, PROCESSES_ENV
 from iwc.train.session import KAGGLE_LIMIT_S, LIMIT_ENV, START_ENV
 
 DEFAULT_OWNER = "your-kaggle-username"  # placeholder for the committed kernels; pushes pass the real one
 MACHINE_SHAPE = "NvidiaTeslaT4"  # explicit: `enable_gpu` alone may land on a retired GPU
+SHAPE_GPUS = 2  # MACHINE_SHAPE is two T4s (16 GB each): a model kernel trains on both unless --gpus 1
 METADATA_FILE = "kernel-metadata.json"
 _DELIM = "'" * 3  # written this way so that this file itself can be embedded
 
 
 def render_script(stage: str, entry: str, recipe: Recipe, sources: Mapping[str, str],
-                  session_limit: float | None = KAGGLE_LIMIT_S) -> str:
+                  session_limit: float | None = KAGGLE_LIMIT_S, processes: int | None = None) -> str:
     """The kernel script that installs `sources` as package `iwc` and calls `entry` (`module:function`) with
     the recipe and `stage`. `session_limit` (seconds; None: none) is baked in: the kernel plans its training
-    around it (`iwc.train.session`), since on Kaggle a kernel knows only its script and its inputs."""
+    around it (`iwc.train.session`), since on Kaggle a kernel knows only its script and its inputs.
+    `processes`: how many processes a model kernel trains in (`--gpus`; None: one per GPU it counts, see
+    `iwc.train.launch`)."""
     module, _, func = entry.partition(":")
     if not (module.startswith("iwc.") and func.isidentifier()):
         raise IwcError(f"kernel entry {entry!r} must look like 'iwc.<module>:<function>'")
@@ -52,7 +58,9 @@ def render_script(stage: str, entry: str, recipe: Recipe, sources: Mapping[str, 
     parts = [
         _HEADER.format(stage=stage, recipe=recipe.name, code_sha=code_sha, entry=entry),
         f"STAGE = {stage!r}\nENTRY = {entry!r}\nCODE_SHA256 = {code_sha!r}\nSCRATCH_ENV = {SCRATCH_ENV!r}\n",
-        f"SESSION_LIMIT_S = {session_limit!r}\nSESSION_ENV = {(LIMIT_ENV, START_ENV)!r}\n\n",
+        f"SESSION_LIMIT_S = {session_limit!r}\nSESSION_ENV = {(LIMIT_ENV, START_ENV)!r}\n"
+        f"PROCESSES = {processes!r}  # --gpus: training processes; None: one per GPU the kernel counts\n"
+        f"PROCESSES_ENV = {PROCESSES_ENV!r}\nKERNEL_FILE_ENV = {KERNEL_FILE_ENV!r}\n\n",
         f"RECIPE_JSON = {recipe_json}\n",
         _BOOTSTRAP,
         "SOURCES = {}\n",
@@ -104,12 +112,14 @@ def render_kernels(
     sources: Mapping[str, str] | None = None,
     extra_datasets: Mapping[str, Iterable[str]] | None = None,
     session_limit: float | None = KAGGLE_LIMIT_S,
+    gpus: int | None = None,
 ) -> dict[str, str]:
     """`{"<stage>/<file>": text}` for each stage's script and metadata (default: every stage of `recipe`).
 
     `session_limit`: the seconds a session may last, baked into each script (None: no limit, e.g. here).
     `sources` defaults to the installed package's; each script embeds the closure of its stage's module.
     `extra_datasets` maps a stage to more `dataset_sources` (e.g. `{"full": ["me/resnet50-weights"]}`).
+    `gpus`: the training processes of each model kernel (None: one per GPU it counts).
     """
     sources = package_sources() if sources is None else sources
     specs = stage_specs(recipe)
@@ -121,7 +131,8 @@ def render_kernels(
     for stage in stages:
         spec = specs[stage]
         files[f"{stage}/{spec.code_file}"] = render_script(stage, spec.entry, recipe,
-                                                           closure_sources(spec.module, sources), session_limit)
+                                                           closure_sources(spec.module, sources), session_limit,
+                                                           gpus if spec.gpu else None)
         meta = kernel_metadata(spec, specs, owner, extra_datasets.get(stage, ()), needs_hub(recipe, stage))
         files[f"{stage}/{METADATA_FILE}"] = json.dumps(meta, indent=2, sort_keys=True) + "\n"
     return files
@@ -136,9 +147,10 @@ def build_kernels(
     sources: Mapping[str, str] | None = None,
     extra_datasets: Mapping[str, Iterable[str]] | None = None,
     session_limit: float | None = KAGGLE_LIMIT_S,
+    gpus: int | None = None,
 ) -> list[Path]:
     """Write `render_kernels(...)` under `out_dir`; returns the kernel folders (what `kernels push` takes)."""
-    files = render_kernels(recipe, owner, stages, sources, extra_datasets, session_limit)
+    files = render_kernels(recipe, owner, stages, sources, extra_datasets, session_limit, gpus)
     for rel, text in files.items():
         write_text(Path(out_dir) / rel, text)
     return sorted({Path(out_dir) / rel.split("/")[0] for rel in files})
@@ -267,6 +279,10 @@ def session_settings():
 def main():
     session_settings()
     quiet_progress()
+    if "__file__" in globals():  # a model kernel restarts this file under torchrun to train on every GPU
+        os.environ[KERNEL_FILE_ENV] = os.path.abspath(__file__)
+    if PROCESSES is not None:
+        os.environ.setdefault(PROCESSES_ENV, str(PROCESSES))
     try:  # a full, over-quota or read-only disk (even while the sources are written) is the user's to fix
         run_entry()
     except OSError as e:

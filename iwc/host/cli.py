@@ -360,9 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "(default 13 h)")
     p.add_argument("--session-limit", type=_seconds, help="with --backend kaggle: " + SESSION_LIMIT_HELP.format(
         default=f"default {KAGGLE_LIMIT_S:g} s, 12 h; 32400 for a 9 h machine shape"))
-    p.add_argument("--gpus", type=int, default=1, help="train each model on this many GPUs of this machine "
-                                                       "(torchrun, DistributedDataParallel; local and docker); "
-                                                       "0: every stage on the CPU, no GPU attached")
+    p.add_argument("--gpus", type=int, help="train each model on this many GPUs (torchrun, DistributedDataParallel; "
+                                            "default: every GPU a model kernel sees; kaggle: 1 or 2, the two T4s of "
+                                            "its machine shape); 0: every stage on the CPU, no GPU attached")
     _add_recipe_args(p, default="reference, or demo with --demo")
     p.epilog = ("Offline (no model hub, e.g. a Kaggle kernel without internet): the reference recipe starts from "
                 "pretrained weights; save them once where a hub is reachable (`iwc weights save --arch resnet50 "

@@ -102,8 +102,12 @@ def _status(args: argparse.Namespace) -> None:
 
 
 def _pull(args: argparse.Namespace) -> None:
+    from iwc.host.outputs import unpack_extras
+
     names, _ = _client().pull(args.kernel, args.version, Path(args.out))
-    print(f"pulled {len(names)} files into {args.out}")
+    packed = unpack_extras(Path(args.out))  # what the kernel packed into one archive, unpacked beside it
+    print(f"pulled {len(names)} files into {args.out}" + (f" ({len(packed)} more unpacked from the archive)"
+                                                          if packed else ""))
 
 
 def _submit(args: argparse.Namespace) -> None:
@@ -170,16 +174,19 @@ def git_commit() -> str:
 
 # ------------------------------------------------------------------------------- iwc reproduce --backend kaggle
 
-def dry_run(backend: Any, recipe: Any, run_dir: Path) -> None:
-    """Print what `iwc reproduce --backend kaggle` would push, for the credential's user; push nothing."""
-    from iwc.host.bundle import build_kernels
+def dry_run(backend: Any, recipe: Any, run_dir: Path, gpus: int | None = None) -> None:
+    """Print what `iwc reproduce --backend kaggle` would push, for the credential's user; push nothing.
+    `gpus`: the training processes of each model kernel (None: every GPU of its machine shape)."""
+    from iwc.host.bundle import SHAPE_GPUS, build_kernels
 
-    folders = build_kernels(run_dir / "kernels", recipe, backend.owner, session_limit=backend.session_limit)
+    folders = build_kernels(run_dir / "kernels", recipe, backend.owner, session_limit=backend.session_limit,
+                            gpus=gpus)
     print(f"would push {len(folders)} kernels as {backend.owner!r} (--dry-run: nothing is pushed):")
     for folder in folders:
         meta = json.loads((folder / "kernel-metadata.json").read_text(encoding="utf-8"))
         size = (folder / meta["code_file"]).stat().st_size
-        gpu = f"GPU {meta.get('machine_shape', 'yes')}" if meta["enable_gpu"] else "no GPU"
+        gpu = (f"GPU {meta.get('machine_shape', 'yes')}, trains on {gpus or SHAPE_GPUS} of its {SHAPE_GPUS} GPUs"
+               if meta["enable_gpu"] else "no GPU")
         print(f"  {meta['id']}: {folder / meta['code_file']} ({size / 1024:.0f} KiB); {gpu}; internet "
               f"{'on' if meta['enable_internet'] else 'off'}; private {meta['is_private']}\n"
               f"    competition {', '.join(meta['competition_sources']) or '-'}; datasets "

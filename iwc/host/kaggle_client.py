@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from iwc.data.competition import MD_JSON, SAMPLE_CSV, TEST_JSON, TRAIN_JSON
 from iwc.errors import IwcError
+from iwc.extras import MAX_OUTPUT_FILES
 from iwc.host.logtext import is_progress, meaningful
 from iwc.io import atomic_write, child_path, is_plain_name, replacing_folder, write_json
 from iwc.layout import COMPETITION_SLUG, RESIZED_DATASET, RESIZED_MARKER
@@ -49,6 +50,7 @@ MAX_BACKOFF_S = 30.0
 TIMEOUT_S = 300  # per HTTP read
 URL_RENEWALS = 5  # times an expired download link is asked for anew
 TAIL_LINES = 30  # log lines quoted when a kernel fails
+OUTPUT_LISTING_LIMIT = 500  # `kernels output` lists at most this many files of a version
 COMPLETE_MARKER = ".iwc-complete.json"  # written last into an unpacked archive's folder
 
 
@@ -242,6 +244,10 @@ class KaggleClient:
         files, log = self.outputs(kernel, version)
         if not files:
             raise IwcError(f"{label} has no output files: check that it finished (`iwc kaggle status {kernel}`)")
+        if len(files) >= OUTPUT_LISTING_LIMIT:
+            raise IwcError(f"{label} lists {len(files)} output files, as many as Kaggle lists of a version: the "
+                           f"rest cannot be pulled; an iwc kernel writes at most {MAX_OUTPUT_FILES} (iwc.extras): "
+                           "pack what it writes in numbers into one archive, then push it again")
         urls = {f.name: f.url for f in files}
 
         def locate(name: str) -> Callable[[], Located]:

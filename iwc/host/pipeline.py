@@ -63,13 +63,14 @@ class RunResult:
 
 def reproduce(data_root: Path, recipe: Recipe, run_dir: Path, submission_dir: Path, *,
               truth: Path | None = None, force: bool = False, owner: str = DEFAULT_OWNER,
-              backend: Backend | None = None, gpus: int = 1) -> RunResult:
+              backend: Backend | None = None, gpus: int | None = None) -> RunResult:
     """Run every stage's kernel (`backend`) on the data under `data_root` and assemble `submission_dir`.
 
     `truth` (an `Id,Category` CSV of test labels, known for the synthetic competition) adds test-set
     accuracy to the table. `force` reruns every stage. `backend` runs the kernels (default: here).
-    `gpus` > 1 trains each model stage in that many processes (torchrun, one GPU each); it is not part of
-    the stage keys, and a stage interrupted under another number of GPUs refuses to resume (`--force`).
+    `gpus` > 1 trains each model stage in that many processes (torchrun, one GPU each; None: each model kernel
+    trains on every GPU it counts, `iwc.train.launch`); it is not part of the stage keys, and a stage
+    interrupted under another number of GPUs refuses to resume (`--force`).
     Raises `IwcError` at once when another process works in `run_dir`, or when a competition file that a
     stage to run reads is broken. On Ctrl-C the running kernel is stopped, the stage's state is kept, and
     rerunning the same command resumes it.
@@ -99,7 +100,8 @@ def reproduce(data_root: Path, recipe: Recipe, run_dir: Path, submission_dir: Pa
         if force:
             shutil.rmtree(scratch, ignore_errors=True)
         kernels = {Path(k).name: Path(k) for k in build_kernels(run_dir / "kernels", recipe, owner, sources=sources,
-                                                                    session_limit=backend.session_limit)}
+                                                                    session_limit=backend.session_limit,
+                                                                    gpus=gpus)}
         plans = {s: _plan(run_dir / "stages" / s, keys[s], force) for s in specs}
         pending = [s for s in specs if plans[s][0] != "skip"]
         preflight(competition, resized, [specs[s] for s in pending], remote)
@@ -282,6 +284,7 @@ def _run_stage(backend: Backend, job: KernelRun, key: str, plan: tuple[str, str]
     print(f"[{stage}] running {job.spec.code_file} ({backend.name})")
     try:
         backend.run(job)
+        outputs.unpack_extras(stage_dir / "working")  # what the kernel packed (iwc.extras), as it wrote it
         state.update(complete=True, outputs=outputs.record(stage_dir / "working"))
     finally:  # also on Ctrl-C or a failure: the attempt's time counts
         state["seconds"] = round(state["seconds"] + time.time() - state.pop("running_since"), 1)
@@ -358,11 +361,15 @@ def _stage_table(stages: dict[str, dict]) -> str:
 
 
 def _kernel_runtime(stage_dir: Path) -> dict[str, str]:
-    """The versions and device a stage's kernel reported in its manifest (where it ran: here, Docker, Kaggle)."""
+    """The versions and device a stage's kernel reported in its manifest (where it ran: here, Docker, Kaggle), and
+    for a model stage the devices its processes trained on."""
     working = stage_dir / "working"
     manifest = next((p for p in (working / f"{stage_dir.name}.manifest.json", working / "manifest.json")
                      if p.is_file()), None)
-    return read_json_object(manifest).get("code", {}).get("runtime", {}) if manifest else {}
+    record = read_json_object(manifest) if manifest else {}
+    devices = record.get("devices")
+    trained = {"trained on": ", ".join(map(str, devices))} if isinstance(devices, list) else {}
+    return {**record.get("code", {}).get("runtime", {}), **trained}
 
 
 def _check_pair(folder: Path) -> None:

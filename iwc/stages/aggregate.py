@@ -5,7 +5,8 @@ input root. Writes `submission.csv` + `manifest.json` (validated against the sam
 predictions for validation and test (`validation.csv`, `predictions.csv`: a column per model, the blend, the
 vote, the baseline), `metrics.json` (the accuracies, once), `data_issues.json` (the model stages' records
 merged with its own: test images not in the sample, sample Ids without a test image) and `report.md` with
-its plots.
+its plots; the files of each model (its confusion matrix, ...) go into one `extras.zip` (`iwc.extras`), so the
+kernel's outputs stay a few dozen files however many models the recipe has.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from iwc.data.competition import SAMPLE_CSV, Competition
 from iwc.data.issues import ISSUES_JSON, DataIssues, issues_name
 from iwc.data.sequences import assign_sequences
 from iwc.errors import IwcError
+from iwc.extras import pack, per_model_files
 from iwc.insight import model_insight
 from iwc.io import write_json, write_text
 from iwc.probs import ProbTable
@@ -93,6 +95,7 @@ def main(recipe: Recipe, name: str) -> None:
     plot_confusion(truth, val[FINAL].to_numpy(), names, work / "confusion_matrix.png")
     plot_per_location(val_images["location"].to_numpy(), truth, val_steps, labels, work / "per_location.png")
     write_text(work / "report.md", report_markdown(f"iwc run: recipe {recipe.name!r}", metrics, issues.markdown()))
+    pack(work, per_model_files(work, recipe.models))  # their number grows with the recipe's models: one archive
     log.info("validation accuracy: %s", ", ".join(f"{s} {a:.4f}" for s, a in metrics["accuracy"][VALIDATION].items()))
 
 

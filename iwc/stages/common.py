@@ -28,7 +28,7 @@ from iwc.provenance import code_version
 from iwc.recipe import Model, Recipe
 from iwc.stages import manifest_name, stage_specs
 from iwc.train import distributed
-from iwc.train.device import model_device
+from iwc.train.device import device_name, model_device
 from iwc.train.fit import fit
 from iwc.train.model import create_model
 from iwc.train.predict import predict_tta
@@ -119,6 +119,7 @@ def train_model(name: str, m: Model, seed: int, train: pd.DataFrame, test: pd.Da
         if distributed.is_main():
             write_marker(work, stop)
         return None
+    devices = distributed.all_gather(device_name(dev))  # every process's, in rank order
     if not distributed.is_main():
         return None
     ids = train["row_id"].to_numpy(str)
@@ -129,6 +130,7 @@ def train_model(name: str, m: Model, seed: int, train: pd.DataFrame, test: pd.Da
                  "train_unreadable": int(unreadable.sum()), "test_unreadable": len(test_cache.failed)},
         "classes": len(categories),
         "processes": distributed.world_size(),  # training processes (GPUs): results differ with their number
+        "devices": devices,  # what each process trained on, e.g. ["cuda:0 Tesla T4", "cuda:1 Tesla T4"]
         "history": result.history,
         "seconds": round(time.perf_counter() - started, 1),
     }

@@ -27,6 +27,7 @@ from iwc.stages import setup_logging
 from iwc.stages.common import image_paths, train_model, write_outputs
 from iwc.train import distributed
 from iwc.train.device import check_device
+from iwc.train.launch import train_on_every_gpu
 from iwc.train.model import check_weights_source
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ def main(recipe: Recipe, name: str) -> None:
     """Cut `recipe.models[name]`'s crops, train it on them and write its outputs."""
     setup_logging(quiet=not distributed.is_main())
     model = recipe.models[name]
+    train_on_every_gpu(model, name)  # several GPUs: this kernel again under torchrun, one process each
     check_device(model, name)  # a model that needs CUDA stops here without a working GPU, before any data work
     check_weights_source(model)  # an offline run without weights fails now, not after the data work
     issues = DataIssues(name)

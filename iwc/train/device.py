@@ -3,10 +3,13 @@
 `check_device(m, name)` runs first in a model kernel, before any data is read: a model that needs CUDA gets a
 device that exists AND runs a small convolution in the recipe's AMP dtype, or the kernel stops with one line
 naming what it found and what to do. `model_device(m)`: the device to train on ("cpu" forces the CPU, "auto" and
-"cuda" take this process's GPU when there is one).
+"cuda" take this process's GPU when there is one). `gpu_count()`: the GPUs a kernel counts (`$IWC_FAKE_GPUS` on a
+machine without CUDA, for tests only); `device_name(dev)`: what a manifest calls a device.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 from torch import nn
@@ -17,6 +20,24 @@ from iwc.train import distributed
 from iwc.train.model import autocast
 
 GPU_SHAPE = "NvidiaTeslaT4"  # a Kaggle machine shape whose GPUs current torch builds run (a P100, sm_60, fails)
+FAKE_GPUS_ENV = "IWC_FAKE_GPUS"  # tests only: how many GPUs a machine without CUDA pretends to have
+
+
+def gpu_count() -> int:
+    """The CUDA devices this process sees; without CUDA, `$IWC_FAKE_GPUS` (a test's stand-in, trained on with gloo
+    on the CPU) or 0."""
+    if torch.cuda.is_available():
+        return torch.cuda.device_count()
+    fake = os.environ.get(FAKE_GPUS_ENV, "").strip()
+    return int(fake) if fake.isdigit() else 0
+
+
+def device_name(dev: torch.device) -> str:
+    """`dev` for a manifest: "cpu", or "cuda:<index> <name>" (e.g. "cuda:1 Tesla T4")."""
+    if dev.type != "cuda":
+        return dev.type
+    index = dev.index if dev.index is not None else torch.cuda.current_device()
+    return f"cuda:{index} {torch.cuda.get_device_name(index)}"
 
 
 def model_device(m: Model) -> torch.device:

@@ -5,9 +5,8 @@ The pipeline only talks to this protocol; `local`, `kaggle` and `docker` impleme
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
 
 from iwc.errors import IwcError
@@ -27,7 +26,8 @@ class KernelRun:
     `notebooks/<owner>/<slug>`) to a local folder: the backends that run here mount them; Kaggle attaches
     the sources named in the metadata instead. `stage_dir` is this stage's folder in the run (log,
     outputs, backend state); `env` adds environment variables where the backend runs the kernel here.
-    `processes` > 1 runs the kernel under torchrun, one process per GPU (see `kernel_command`); Kaggle
+    `processes` > 1 runs the kernel under torchrun, one process per GPU (`iwc.train.launch.kernel_command`);
+    None (no `--gpus`) runs one, which trains on every GPU it counts (it restarts itself under torchrun); Kaggle
     runs one. `processes` 0 (`--gpus 0`) runs one process on the CPU: no GPU is attached or visible.
     """
 
@@ -36,12 +36,12 @@ class KernelRun:
     inputs: dict[str, Path]
     stage_dir: Path
     env: dict[str, str] = field(default_factory=dict)
-    processes: int = 1
+    processes: int | None = 1
 
     @property
     def gpu(self) -> bool:
         """Whether this run gets GPUs: its stage needs one and it was not asked to run on the CPU."""
-        return self.spec.gpu and self.processes > 0
+        return self.spec.gpu and self.processes != 0
 
     @property
     def kernel_file(self) -> Path:
@@ -66,7 +66,7 @@ class RunOptions:
     demo: bool = False
     dry_run: bool = False  # print what would run; run nothing
     timeout: float | None = None  # seconds to wait for each kernel
-    gpus: int = 1
+    gpus: int | None = None  # None: every GPU a kernel sees
     session_limit: float | None = None  # seconds a kernel's session may last (Kaggle: 12 h unless given)
 
 
@@ -97,7 +97,8 @@ class Backend:
         for option in ("dry_run", "timeout", "session_limit"):
             if getattr(options, option) and option not in self.accepts:
                 raise IwcError(f"--{option.replace('_', '-')} does not apply to --backend {self.name}")
-        if options.gpus < 0 or (self.max_gpus is not None and options.gpus > self.max_gpus):
+        if options.gpus is not None and (options.gpus < 0 or (self.max_gpus is not None
+                                                             and options.gpus > self.max_gpus)):
             most = f"at most {self.max_gpus}" if self.max_gpus is not None else "as many as the machine has"
             raise IwcError(f"--gpus {options.gpus}: give 0 (every stage on the CPU) or more; with --backend "
                            f"{self.name}, {most}")
@@ -121,34 +122,3 @@ class Backend:
         Raises `IwcError` with what went wrong (and the log's tail) when the kernel fails.
         """
         raise NotImplementedError
-
-
-# torchrun, exiting as its processes do: a process's exit code (2 after its `error:` line) is torchrun's own, where
-# plain torchrun turns any failure into 1 and prints a ChildFailedError traceback and log lines after the error
-# (its logs are silenced; the processes print their own output and tracebacks). Python code, not a module of
-# iwc: the Docker image runs it with no iwc installed.
-TORCHRUN = """\
-import logging, sys
-from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-from torch.distributed.run import parse_args, run
-logging.getLogger("torch.distributed").handlers = [logging.NullHandler()]
-try:
-    run(parse_args(sys.argv[1:]))
-except ChildFailedError as e:
-    rank, failure = e.get_first_failure()
-    code = failure.exitcode if failure.exitcode >= 0 else 128 - failure.exitcode
-    if code != 2:
-        print(f"torchrun: the process of rank {rank} ended with exit code {failure.exitcode}", file=sys.stderr)
-    sys.exit(code)
-"""
-
-
-def kernel_command(kernel_file: str | PurePath, processes: int = 1, python: str = sys.executable) -> list[str]:
-    """The command that runs a kernel file: `python FILE` (`processes` 1, or 0 for a CPU run), or with
-    `processes` > 1 torchrun starting that many copies of it on this machine (DDP training, one GPU each;
-    see `TORCHRUN`)."""
-    if processes < 0:
-        raise IwcError(f"--gpus {processes}: give 0 (CPU) or more")
-    if processes <= 1:
-        return [python, str(kernel_file)]
-    return [python, "-c", TORCHRUN, "--standalone", "--nproc-per-node", str(processes), str(kernel_file)]

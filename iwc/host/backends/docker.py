@@ -2,7 +2,8 @@
 
 `run_argv(job, image)` is the exact `docker run` command: each input mounted read-only at
 `/kaggle/input/<mount name>`, the stage's working folder at `/kaggle/working`, its scratch folder at
-`/kaggle/scratch`, the kernel folder read-only at `/kaggle/src` (run under torchrun when `job.processes` > 1);
+`/kaggle/scratch`, the kernel folder read-only at `/kaggle/src` (run under torchrun when `job.processes` > 1;
+without `--gpus` the kernel starts torchrun itself on every GPU the container sees);
 `--gpus all` for a stage that needs a GPU (none with `--gpus 0`: `job.processes` 0 runs it on the CPU),
 `--shm-size` for DataLoader workers and torchrun, `--memory` when `IWC_DOCKER_MEMORY` sets a limit, each model's
 local `weights_file` read-only at its own path (the kernel's recipe names it so), and the host user's uid:gid so
@@ -24,11 +25,12 @@ from pathlib import Path, PurePosixPath
 
 import iwc
 from iwc.errors import IwcError
-from iwc.host.backends.base import Backend, KernelRun, RunOptions, kernel_command
+from iwc.host.backends.base import Backend, KernelRun, RunOptions
 from iwc.host.backends.local import check_mounts, run_streamed
 from iwc.layout import SCRATCH_ENV
 from iwc.provenance import PACKAGE_DIR, hash_sources
 from iwc.recipe import Recipe
+from iwc.train.launch import kernel_command
 
 PROJECT_DIR = PACKAGE_DIR.parent
 DOCKERFILE = Path("docker/Dockerfile")

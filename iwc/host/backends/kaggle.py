@@ -25,7 +25,7 @@ from typing import Any
 
 from iwc.errors import IwcError
 from iwc.host.backends.base import BACKEND_STATE, Backend, KernelRun, RunOptions
-from iwc.host.bundle import METADATA_FILE
+from iwc.host.bundle import MACHINE_SHAPE, METADATA_FILE, SHAPE_GPUS
 from iwc.host.kaggle_client import FAILED, KaggleClient, log_lines, read_kernel_metadata
 from iwc.io import read_json_object, write_json, write_text
 from iwc.recipe import Recipe
@@ -45,7 +45,7 @@ class KaggleBackend(Backend):
     parallel = True  # kernels wait on Kaggle, not here: independent stages can run together
     attaches_inputs = True  # Kaggle mounts the sources named in the metadata; nothing local is mounted
     accepts = frozenset({"dry_run", "timeout", "session_limit"})
-    max_gpus = 1  # a Kaggle session runs one process
+    max_gpus = SHAPE_GPUS  # the T4s of MACHINE_SHAPE; its kernel counts them and trains on each (or --gpus 1)
     session_limit = KAGGLE_LIMIT_S
 
     def __init__(self, client: KaggleClient | None = None, deadline_s: float = DEADLINE_S,
@@ -64,10 +64,12 @@ class KaggleBackend(Backend):
         return self.client.owner
 
     def check(self, options: RunOptions) -> None:
+        if options.gpus is not None and not 1 <= options.gpus <= SHAPE_GPUS:
+            raise IwcError(f"--gpus {options.gpus}: a Kaggle model kernel runs on machine shape {MACHINE_SHAPE}, "
+                           f"{SHAPE_GPUS} x T4 (16 GB each), and trains on both; Kaggle's other shapes are "
+                           "NvidiaTeslaP100 (1 x P100, which current torch builds cannot run) and TpuV5E8 (a TPU): "
+                           f"give --gpus 1 or {SHAPE_GPUS}, or drop it for both")
         super().check(options)
-        if options.gpus != 1:
-            raise IwcError(f"--gpus {options.gpus}: a Kaggle session runs one process on the GPU its kernel "
-                           "metadata asks for: drop --gpus")
         if options.demo:
             raise IwcError("--demo runs the synthetic competition on this machine; with --backend kaggle the "
                            "kernels read Kaggle's data: drop --demo (--recipe demo keeps the small recipe)")
@@ -82,7 +84,7 @@ class KaggleBackend(Backend):
         from iwc.host.kaggle_cli import dry_run
 
         if options.dry_run:
-            dry_run(self, recipe, run_dir)
+            dry_run(self, recipe, run_dir, options.gpus)
             return False
         self.client.download_competition(options.data_root)
         return True

@@ -21,9 +21,10 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from iwc.errors import IwcError
-from iwc.host.backends.base import Backend, KernelRun, kernel_command
+from iwc.host.backends.base import Backend, KernelRun
 from iwc.host.logtext import meaningful
 from iwc.layout import INPUT_ENV, WORKING_ENV
+from iwc.train.launch import kernel_command
 
 ERROR_PREFIX = "error: "  # how a kernel prints an IwcError before it exits 2 (the bootstrap in iwc.host.bundle)
 ERROR_EXIT = 2

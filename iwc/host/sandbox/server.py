@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import quote
 
 from iwc.errors import IwcError
+from iwc.host.kaggle_client import OUTPUT_LISTING_LIMIT
 from iwc.host.sandbox.faults import Faults
 from iwc.host.sandbox.http import ApiError, Link, Redirect, SandboxServer, basic_credentials
 from iwc.host.sandbox.kernels import FINISHED, KernelStore, Version
@@ -388,7 +389,7 @@ class Sandbox:
         version = self._version(body)
         if version.status not in FINISHED:
             return {"files": []}
-        files = sorted(p for p in version.working.rglob("*") if p.is_file())
+        files = sorted(p for p in version.working.rglob("*") if p.is_file())[:OUTPUT_LISTING_LIMIT]  # as Kaggle
         page, token = _page(files, body)
         listed = []
         for path in page:
