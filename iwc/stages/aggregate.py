@@ -5,12 +5,13 @@ input root. Writes `submission.csv` + `manifest.json` (validated against the sam
 predictions for validation and test (`validation.csv`, `predictions.csv`: a column per model, the blend, the
 vote, the baseline), `metrics.json` (the accuracies, once), `data_issues.json` (the model stages' records
 merged with its own: test images not in the sample, sample Ids without a test image) and `report.md` with
-its plots.
+its plots (each model's image sheets copied from its stage's output beside it).
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,7 +24,7 @@ from iwc.data.issues import ISSUES_JSON, DataIssues, issues_name
 from iwc.data.sequences import assign_sequences
 from iwc.errors import IwcError
 from iwc.insight import model_insight
-from iwc.io import write_json, write_text
+from iwc.io import write_bytes, write_json, write_text
 from iwc.probs import ProbTable
 from iwc.provenance import code_version
 from iwc.recipe import Recipe
@@ -39,7 +40,7 @@ from iwc.report import (
     report_markdown,
     step_labels,
 )
-from iwc.stages import manifest_name, setup_logging
+from iwc.stages import SHEETS, manifest_name, setup_logging, sheet_file
 from iwc.submission import assemble, write_submission
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ def main(recipe: Recipe, name: str) -> None:
         issues.extend(DataIssues.load(folder / issues_name(model)))
         for split in tables:
             tables[split][model] = ProbTable.load(folder / f"{model}_{split}.npz")
+        copy_sheets(folder, model, work)
 
     full_models = [m for m, spec in recipe.models.items() if spec.input == "full"]
     val_images = _rows_of(comp.train, tables["val"][full_models[0]].image_ids)
@@ -78,7 +80,7 @@ def main(recipe: Recipe, name: str) -> None:
     write_text(work / "validation.csv", val.assign(truth=truth, location=val_images["location"].to_numpy())
                .to_csv(index=False, lineterminator="\n"))
     write_text(work / "predictions.csv", test.to_csv(index=False, lineterminator="\n"))
-    names = dict(zip(comp.categories["id"].tolist(), comp.categories["name"].tolist(), strict=True))
+    names = comp.category_names
     metrics["insight"] = model_insight(truth, {m: val[m].to_numpy() for m in recipe.models}, names, work)
     write_json(work / METRICS_JSON, metrics)
     submission = assemble(comp.sample, match_sample(comp.sample, test.set_index("Id")[FINAL], issues))
@@ -94,6 +96,16 @@ def main(recipe: Recipe, name: str) -> None:
     plot_per_location(val_images["location"].to_numpy(), truth, val_steps, labels, work / "per_location.png")
     write_text(work / "report.md", report_markdown(f"iwc run: recipe {recipe.name!r}", metrics, issues.markdown()))
     log.info("validation accuracy: %s", ", ".join(f"{s} {a:.4f}" for s, a in metrics["accuracy"][VALIDATION].items()))
+
+
+def copy_sheets(folder: Path, model: str, work: Path) -> None:
+    """Copy a model stage's image sheets (`SHEETS`) from its output `folder` into `work`, beside the report that
+    shows them; one line naming the missing file when the stage left none."""
+    for sheet in SHEETS:
+        source = folder / sheet_file(model, sheet)
+        if not source.is_file():
+            raise IwcError(f"{source} is missing: the {model} stage's output is incomplete; rerun that stage")
+        write_bytes(work / source.name, source.read_bytes())
 
 
 def match_sample(sample: pd.DataFrame, predictions: pd.Series, issues: DataIssues) -> pd.Series:

@@ -3,7 +3,8 @@ MegaDetector boxes.
 
 Reads the competition folder (originals + MegaDetector results) under the input root; cuts the model's crops
 (its `crops` settings) into the scratch dir; writes `<name>_val.npz` and `<name>_test.npz` keyed by IMAGE id
-(an image with several crops gets their confidence-weighted mean), training curves, `<name>.data_issues.json`
+(an image with several crops gets their confidence-weighted mean), training curves, the image sheets
+`<name>_show_batch.png` and `<name>_top_losses.png` (of crops), `<name>.data_issues.json`
 (boxes clamped or dropped, images without a detector entry, originals it could not read) and the
 `<name>.manifest.json` marker.
 """
@@ -59,7 +60,7 @@ def main(recipe: Recipe, name: str) -> None:
     train = frames["train"].assign(category_id=lambda f: labels.loc[f["image_id"]].to_numpy(),
                                    is_val=lambda f: is_val.loc[f["image_id"]].to_numpy())
     train = background_rows(train, model.crops.background)
-    trained = train_model(name, model, recipe.seed, train, frames["test"], work, issues)
+    trained = train_model(name, model, recipe.seed, train, frames["test"], work, issues, comp.category_names)
     if trained is None:  # another process of a multi-GPU run: rank 0 predicts and writes the outputs
         return
     write_outputs(name, recipe, per_image(trained.val, train), per_image(trained.test, frames["test"]),

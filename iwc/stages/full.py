@@ -3,8 +3,9 @@
 Reads the competition folder (not its MegaDetector file) and the resized dataset under the input root, or,
 when no `256_images/` is attached, the competition's original images (the cache decodes each JPEG at the
 largest reduction that still covers its size, then squashes it: the same pixels at a fraction of the work);
-writes `<name>_val.npz`, `<name>_test.npz`, training curves, `<name>.data_issues.json` (images it could not
-read) and the `<name>.manifest.json` marker to the working dir.
+writes `<name>_val.npz`, `<name>_test.npz`, training curves, the image sheets `<name>_show_batch.png` and
+`<name>_top_losses.png`, `<name>.data_issues.json` (images it could not read) and the `<name>.manifest.json`
+marker to the working dir.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def main(recipe: Recipe, name: str) -> None:
         path=image_paths(folders["test"], comp.test["id"]),
     )
     issues = DataIssues(name)
-    trained = train_model(name, model, recipe.seed, train, test, work, issues)
+    trained = train_model(name, model, recipe.seed, train, test, work, issues, comp.category_names)
     if trained is None:  # another process of a multi-GPU run: rank 0 predicts and writes the outputs
         return
     write_outputs(name, recipe, trained.val, trained.test, trained.summary, work, issues)
