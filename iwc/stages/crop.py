@@ -42,8 +42,20 @@ def main(recipe: Recipe, name: str) -> None:
     check_device(model, name)  # a model that needs CUDA stops here without a working GPU, before any data work
     check_weights_source(model)  # an offline run without weights fails now, not after the data work
     issues = DataIssues(name)
-    comp = Competition.load(layout.find_competition(), detections=True, issues=issues)
+    comp, train, test = rows(recipe, name, issues)
     work = layout.working_dir()
+    trained = train_model(name, model, recipe.seed, train, test, work, issues, comp.category_names)
+    if trained is None:  # another process of a multi-GPU run: rank 0 predicts and writes the outputs
+        return
+    write_outputs(name, recipe, per_image(trained.val, train), per_image(trained.test, test),
+                  trained.summary, work, issues)
+
+
+def rows(recipe: Recipe, name: str, issues: DataIssues) -> tuple[Competition, pd.DataFrame, pd.DataFrame]:
+    """The competition under the input root (with its detector file), and model `name`'s train and test rows
+    (`train_model`'s frames): one per crop, cut into the scratch dir; what cutting met recorded in `issues`."""
+    model = recipe.models[name]
+    comp = Competition.load(layout.find_competition(), detections=True, issues=issues)
     boxes = select_boxes(comp.detections, model.crops.rule, model.crops.threshold)
     frames = {}
     for split, images in (("train", comp.train), ("test", comp.test)):
@@ -59,12 +71,7 @@ def main(recipe: Recipe, name: str) -> None:
     labels = comp.train.set_index("id")["category_id"]
     train = frames["train"].assign(category_id=lambda f: labels.loc[f["image_id"]].to_numpy(),
                                    is_val=lambda f: is_val.loc[f["image_id"]].to_numpy())
-    train = background_rows(train, model.crops.background)
-    trained = train_model(name, model, recipe.seed, train, frames["test"], work, issues, comp.category_names)
-    if trained is None:  # another process of a multi-GPU run: rank 0 predicts and writes the outputs
-        return
-    write_outputs(name, recipe, per_image(trained.val, train), per_image(trained.test, frames["test"]),
-                  trained.summary, work, issues)
+    return comp, background_rows(train, model.crops.background), frames["test"]
 
 
 def background_rows(train: pd.DataFrame, background: bool) -> pd.DataFrame:

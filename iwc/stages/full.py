@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import pandas as pd
+
 from iwc import layout
 from iwc.data.competition import Competition
 from iwc.data.issues import DataIssues
@@ -34,9 +36,19 @@ def main(recipe: Recipe, name: str) -> None:
     model = recipe.models[name]
     check_device(model, name)  # a model that needs CUDA stops here without a working GPU, before any data work
     check_weights_source(model)  # an offline run without weights fails now, not after the data work
+    issues = DataIssues(name)
+    comp, train, test = rows(recipe, name, issues)
+    trained = train_model(name, model, recipe.seed, train, test, layout.working_dir(), issues, comp.category_names)
+    if trained is None:  # another process of a multi-GPU run: rank 0 predicts and writes the outputs
+        return
+    write_outputs(name, recipe, trained.val, trained.test, trained.summary, layout.working_dir(), issues)
+
+
+def rows(recipe: Recipe, name: str, issues: DataIssues) -> tuple[Competition, pd.DataFrame, pd.DataFrame]:
+    """The competition under the input root, and model `name`'s train and test rows (`train_model`'s frames):
+    one per image, its resized (or original) file, the split."""
     comp = Competition.load(layout.find_competition())
     folders = image_folders(comp.root, name)
-    work = layout.working_dir()
     train = comp.train.assign(
         row_id=comp.train["id"],
         image_id=comp.train["id"],
@@ -48,11 +60,7 @@ def main(recipe: Recipe, name: str) -> None:
         image_id=comp.test["id"],
         path=image_paths(folders["test"], comp.test["id"]),
     )
-    issues = DataIssues(name)
-    trained = train_model(name, model, recipe.seed, train, test, work, issues, comp.category_names)
-    if trained is None:  # another process of a multi-GPU run: rank 0 predicts and writes the outputs
-        return
-    write_outputs(name, recipe, trained.val, trained.test, trained.summary, work, issues)
+    return comp, train, test
 
 
 
