@@ -31,17 +31,21 @@ def test_the_rate_grows_exponentially_and_a_diverging_loss_stops_the_test(tmp_pa
     ratios = np.diff(np.log(result.lrs))
     assert np.allclose(ratios, np.log(1e8) / 29)
     assert len(result.lrs) < 30  # an lr of 1e3 diverges before the last batch
-    assert result.lrs[0] <= result.suggestion <= result.min_loss_lr
+    assert result.lrs[0] <= result.suggestion <= result.lrs[-1] and result.min_loss_lr in result.lrs
     plot_lr_find(result, tmp_path / "a.png", "t")
     plot_lr_find(result, tmp_path / "b.png", "t")
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
 
 
-def test_the_suggestion_is_the_steepest_descent_before_the_minimum():
-    lrs = list(10.0 ** np.arange(-6, 1))  # 1e-6 .. 1
-    smoothed = [2.0, 1.98, 1.9, 1.2, 1.0, 0.95, 3.0]  # steepest from 1e-4 to 1e-3; lowest at 1e-1
+def test_the_suggestion_is_the_steepest_descent_past_the_first_batches():
+    lrs = list(10.0 ** np.linspace(-7, 1, 33))  # four points a decade
+    # a settling drop in the first batches (left out), steepest at 1e-3, lowest at 1e-1, then divergence
+    smoothed = [3.0, 2.0, *[2.0 - 0.001 * i for i in range(14)], 1.9, 1.2, 1.0, *[0.95 - 0.01 * i for i in range(6)],
+                0.9, *np.linspace(1.0, 5.0, 7)]
     result = _suggest(lrs, smoothed, smoothed)
-    assert result.suggestion == pytest.approx(1e-3) and result.min_loss_lr == pytest.approx(1e-1)
+    assert result.suggestion == pytest.approx(lrs[17]) and result.min_loss_lr == pytest.approx(lrs[24])
+    short = _suggest(lrs[:12], smoothed[:12], smoothed[:12])  # too few batches to leave both ends out
+    assert short.suggestion == pytest.approx(short.min_loss_lr / 10)
 
 
 def test_lr_find_command_on_the_small_demo(small_demo, tmp_path, capsys):

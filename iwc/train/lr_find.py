@@ -3,8 +3,8 @@ exponentially from `start` to `end`, record the loss, stop when it diverges, and
 
 In: a model, uint8 training images (N, S, S, 3) and class indexes, the recipe's model (its first stage says
 frozen or not, mixup and weight decay; its augmentation and label smoothing are used as training uses them).
-Out: `LrFind` (rates, losses, the smoothed losses, the suggestion: the steepest descent of the smoothed loss
-before its minimum, as fastai v1 marks it) and `plot_lr_find` (loss against rate, log scale, the suggestion
+Out: `LrFind` (rates, losses, the smoothed losses, the suggestion: the steepest descent of the smoothed loss,
+as fastai v1 marks it) and `plot_lr_find` (loss against rate, log scale, the suggestion
 marked). The model's weights change: train a fresh one afterwards.
 """
 
@@ -30,6 +30,7 @@ from iwc.train.predict import to_device
 SMOOTHING = 0.98  # fastai's exponential moving average of the loss (debiased)
 DIVERGED = 4.0  # stop once the smoothed loss exceeds this multiple of its minimum (fastai's rule)
 _MIN_BATCHES = 10  # batches before the divergence rule applies
+SKIP_START, SKIP_END = 10, 5  # batches the suggestion leaves out at each end (fastai v1's defaults)
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class LrFind:
     lrs: list[float]
     losses: list[float]
     smoothed: list[float]
-    suggestion: float  # steepest descent of the smoothed loss, before its minimum
+    suggestion: float  # steepest descent of the smoothed loss
     min_loss_lr: float  # where the smoothed loss is lowest (fastai v1's other hint: a tenth of it)
 
     def to_dict(self) -> dict:
@@ -93,14 +94,15 @@ def lr_range_test(model: nn.Module, images: np.ndarray, labels: np.ndarray, m: M
 
 
 def _suggest(lrs: list[float], losses: list[float], smoothed: list[float]) -> LrFind:
-    """The steepest descent of the smoothed loss (against log lr) up to its minimum."""
+    """fastai v1's suggestion: the steepest descent (most negative gradient, central differences against log lr)
+    of the smoothed loss, leaving out the first `SKIP_START` and the last `SKIP_END` batches (where the moving
+    average still settles, and where it diverges); too few batches for that: a tenth of the minimum's rate."""
     s = np.asarray(smoothed)
     lowest = int(np.nanargmin(s))
-    if lowest < 2:
-        steepest = lowest
-    else:
-        slope = np.gradient(s[:lowest + 1], np.log(lrs[:lowest + 1]))
-        steepest = int(np.nanargmin(slope))
+    kept = slice(SKIP_START, len(s) - SKIP_END)
+    if len(s) - SKIP_END - SKIP_START < 3:
+        return LrFind(lrs, losses, smoothed, lrs[lowest] / 10, lrs[lowest])
+    steepest = SKIP_START + int(np.nanargmin(np.gradient(s[kept], np.log(lrs[kept]))))
     return LrFind(lrs, losses, smoothed, lrs[steepest], lrs[lowest])
 
 
@@ -110,9 +112,10 @@ def plot_lr_find(result: LrFind, path: Path, title: str) -> None:
     ax = fig.subplots()
     ax.plot(result.lrs, result.losses, color="lightgrey", label="loss per batch")
     ax.plot(result.lrs, result.smoothed, label="smoothed")
-    at = result.lrs.index(result.suggestion)
-    ax.plot([result.suggestion], [result.smoothed[at]], "o", color="red",
-            label=f"suggestion {result.suggestion:.2e} (steepest descent)")
+    if result.suggestion in result.lrs:  # else a tenth of the minimum's rate: its line below says it
+        at = result.lrs.index(result.suggestion)
+        ax.plot([result.suggestion], [result.smoothed[at]], "o", color="red",
+                label=f"suggestion {result.suggestion:.2e} (steepest descent)")
     ax.axvline(result.min_loss_lr / 10, color="grey", linestyle="--",
                label=f"minimum / 10: {result.min_loss_lr / 10:.2e}")
     ax.set_xscale("log")
