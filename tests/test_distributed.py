@@ -146,6 +146,7 @@ def test_generated_full_kernel_trains_on_two_processes_and_rank0_writes_the_outp
     manifest = json.loads((working / "full.manifest.json").read_text())
     assert manifest["processes"] == 2 and len(manifest["history"]) == 2
     assert (working / "full_val.npz").is_file() and (working / "full_test.npz").is_file()
+    assert len(manifest["top_losses"]) == 16 and (working / "full_show_batch.png").is_file()  # rank 0's sheets
     log = (tmp_path / "log.txt").read_text()
     assert log.count("iwc kernel: iwc.stages.full:main") == 2  # the bootstrap ran in each process
     assert log.count("classes,") == 1  # only rank 0 logs INFO lines
