@@ -194,12 +194,18 @@ def report_markdown(title: str, metrics: Mapping[str, Any], data_issues: str,
         ("Final predictions on validation", f"{counts['images']} images from {counts['locations']} held-out "
                                             "locations.\n\n![confusion matrix](confusion_matrix.png)\n\n"
                                             "![accuracy per location](per_location.png)"),
-        *([("Per model: what each confuses", insight_markdown(metrics["insight"]))] if "insight" in metrics else []),
+        *([("Per model: what each confuses", insight_markdown(_in_recipe_order(metrics["insight"], metrics["steps"])))]
+          if "insight" in metrics else []),
         ("Data issues", data_issues),
         *extra,
     ]
     body = "\n\n".join(f"## {heading}\n\n{text}" for heading, text in sections)
     return f"# {title}\n\n{body}\n"
+
+
+def _in_recipe_order(insight: Mapping[str, Any], steps: Sequence[Sequence[str]]) -> dict[str, Any]:
+    """`insight` (model -> pairs; `metrics.json` sorts its keys) in the table's order of the models."""
+    return {step: insight[step] for step, _ in steps if step in insight}
 
 
 def save_figure(fig: plt.Figure, path: Path) -> None:

@@ -67,6 +67,7 @@ def test_strong_demo_runs_end_to_end_with_a_row_per_model(strong_run, small_demo
     assert all(f"| {m}: " in report for m in MODELS)
     assert set(pd.read_csv(out / "predictions.csv").columns) >= {"Id", *MODELS, "blend", "final"}
     assert "## Per model: what each confuses" in report
+    assert [report.index(f"### {m}\n") for m in MODELS] == sorted(report.index(f"### {m}\n") for m in MODELS)
     aggregator = strong_run / "runs" / "strong-demo" / "stages" / "aggregate" / "working"
     own_report = (aggregator / "report.md").read_text()
     for model in MODELS:  # issue 15 item 4: per model a confusion matrix, its pairs, show-batch and top losses
