@@ -23,7 +23,7 @@ from test_tasks import _commands, _load_tasks
 import iwc
 from iwc.errors import IwcError
 from iwc.host.backends import get_backend
-from iwc.host.backends.base import TORCHRUN, KernelRun
+from iwc.host.backends.base import TORCHRUN, KernelRun, RunOptions
 from iwc.host.backends.docker import (
     DockerBackend,
     bind,
@@ -73,6 +73,8 @@ while args[i].startswith("--"):
     if flag == "--mount":
         fields = dict(f.split("=", 1) if "=" in f else (f, "") for f in next(csv.reader([value])))
         target = Path(inside(fields["target"]))
+        if target == Path(fields["source"]):  # a host file at its own path: already where the kernel looks
+            continue
         target.parent.mkdir(parents=True, exist_ok=True)
         target.symlink_to(fields["source"], target_is_directory=True)
     elif flag == "--env":
@@ -328,6 +330,22 @@ def test_gpus_0_runs_a_model_stage_on_the_cpu_without_an_nvidia_runtime(tmp_path
     DockerBackend(image="iwc:test").run(run)
     (docker_run,) = [c for c in calls(fake_docker) if c[0] == "run"]
     assert "--gpus" not in docker_run
+
+
+def test_a_local_weights_file_is_mounted_read_only_where_the_kernels_recipe_names_it(tmp_path, fake_docker,
+                                                                                    monkeypatch):
+    monkeypatch.setenv("FAKE_DOCKER_EXIT", "0")
+    weights = tmp_path / "my weights" / "resnet50.safetensors"
+    weights.parent.mkdir()
+    weights.write_bytes(b"w")
+    recipe = load_recipe("demo", [f"crop.weights_file={weights}"])
+    backend = DockerBackend(image="iwc:test")
+    assert backend.before_run(recipe, tmp_path / "runs", RunOptions(tmp_path / "data"))
+    backend.run(job(tmp_path, "crop"))
+    (docker_run,) = [c for c in calls(fake_docker) if c[0] == "run"]
+    mount = f"type=bind,source={weights},target={weights},readonly"
+    assert docker_run[docker_run.index(mount) - 1] == "--mount"
+    assert docker_run.index(mount) < docker_run.index("iwc:test")
 
 
 def test_memory_limit_comes_from_iwc_docker_memory(tmp_path, monkeypatch):

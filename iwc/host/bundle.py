@@ -26,6 +26,7 @@ from iwc.layout import COMPETITION_SLUG, SCRATCH_ENV
 from iwc.provenance import closure_sources, hash_sources, package_sources
 from iwc.recipe import Recipe
 from iwc.stages import StageSpec, stage_specs
+from iwc.train.session import KAGGLE_LIMIT_S, LIMIT_ENV, START_ENV
 
 DEFAULT_OWNER = "your-kaggle-username"  # placeholder for the committed kernels; pushes pass the real one
 MACHINE_SHAPE = "NvidiaTeslaT4"  # explicit: `enable_gpu` alone may land on a retired GPU
@@ -33,9 +34,11 @@ METADATA_FILE = "kernel-metadata.json"
 _DELIM = "'" * 3  # written this way so that this file itself can be embedded
 
 
-def render_script(stage: str, entry: str, recipe: Recipe, sources: Mapping[str, str]) -> str:
+def render_script(stage: str, entry: str, recipe: Recipe, sources: Mapping[str, str],
+                  session_limit: float | None = KAGGLE_LIMIT_S) -> str:
     """The kernel script that installs `sources` as package `iwc` and calls `entry` (`module:function`) with
-    the recipe and `stage`."""
+    the recipe and `stage`. `session_limit` (seconds; None: none) is baked in: the kernel plans its training
+    around it (`iwc.train.session`), since on Kaggle a kernel knows only its script and its inputs."""
     module, _, func = entry.partition(":")
     if not (module.startswith("iwc.") and func.isidentifier()):
         raise IwcError(f"kernel entry {entry!r} must look like 'iwc.<module>:<function>'")
@@ -44,10 +47,12 @@ def render_script(stage: str, entry: str, recipe: Recipe, sources: Mapping[str, 
         raise IwcError(f"kernel entry {entry!r}: iwc/{module_file}.py is not among the embedded sources; "
                        "write the stage module first")
     code_sha = hash_sources(sources)
+    session_limit = None if session_limit is None else float(session_limit)  # a plain literal in the script
     recipe_json = _raw_literal(f"\n{json.dumps(recipe.to_dict(), indent=2)}\n", "the recipe JSON")
     parts = [
         _HEADER.format(stage=stage, recipe=recipe.name, code_sha=code_sha, entry=entry),
-        f"STAGE = {stage!r}\nENTRY = {entry!r}\nCODE_SHA256 = {code_sha!r}\nSCRATCH_ENV = {SCRATCH_ENV!r}\n\n",
+        f"STAGE = {stage!r}\nENTRY = {entry!r}\nCODE_SHA256 = {code_sha!r}\nSCRATCH_ENV = {SCRATCH_ENV!r}\n",
+        f"SESSION_LIMIT_S = {session_limit!r}\nSESSION_ENV = {(LIMIT_ENV, START_ENV)!r}\n\n",
         f"RECIPE_JSON = {recipe_json}\n",
         _BOOTSTRAP,
         "SOURCES = {}\n",
@@ -98,9 +103,11 @@ def render_kernels(
     stages: Iterable[str] | None = None,
     sources: Mapping[str, str] | None = None,
     extra_datasets: Mapping[str, Iterable[str]] | None = None,
+    session_limit: float | None = KAGGLE_LIMIT_S,
 ) -> dict[str, str]:
     """`{"<stage>/<file>": text}` for each stage's script and metadata (default: every stage of `recipe`).
 
+    `session_limit`: the seconds a session may last, baked into each script (None: no limit, e.g. here).
     `sources` defaults to the installed package's; each script embeds the closure of its stage's module.
     `extra_datasets` maps a stage to more `dataset_sources` (e.g. `{"full": ["me/resnet50-weights"]}`).
     """
@@ -114,7 +121,7 @@ def render_kernels(
     for stage in stages:
         spec = specs[stage]
         files[f"{stage}/{spec.code_file}"] = render_script(stage, spec.entry, recipe,
-                                                           closure_sources(spec.module, sources))
+                                                           closure_sources(spec.module, sources), session_limit)
         meta = kernel_metadata(spec, specs, owner, extra_datasets.get(stage, ()), needs_hub(recipe, stage))
         files[f"{stage}/{METADATA_FILE}"] = json.dumps(meta, indent=2, sort_keys=True) + "\n"
     return files
@@ -128,9 +135,10 @@ def build_kernels(
     *,
     sources: Mapping[str, str] | None = None,
     extra_datasets: Mapping[str, Iterable[str]] | None = None,
+    session_limit: float | None = KAGGLE_LIMIT_S,
 ) -> list[Path]:
     """Write `render_kernels(...)` under `out_dir`; returns the kernel folders (what `kernels push` takes)."""
-    files = render_kernels(recipe, owner, stages, sources, extra_datasets)
+    files = render_kernels(recipe, owner, stages, sources, extra_datasets, session_limit)
     for rel, text in files.items():
         write_text(Path(out_dir) / rel, text)
     return sorted({Path(out_dir) / rel.split("/")[0] for rel in files})
@@ -247,7 +255,17 @@ def quiet_progress():
         os.environ["TQDM_DISABLE"] = "1"
 
 
+def session_settings():
+    # The session's start (the first thing the kernel does; a torchrun process inherits its parent's) and
+    # the session limit baked into this script: see iwc/train/session.py.
+    limit_env, start_env = SESSION_ENV
+    os.environ.setdefault(start_env, repr(time.time()))
+    if SESSION_LIMIT_S:
+        os.environ[limit_env] = repr(SESSION_LIMIT_S)
+
+
 def main():
+    session_settings()
     quiet_progress()
     try:  # a full, over-quota or read-only disk (even while the sources are written) is the user's to fix
         run_entry()

@@ -16,10 +16,14 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from iwc.errors import IwcError, disk_error
+from iwc.train.session import KAGGLE_LIMIT_S
 
 DEMO_DATA = Path("data/demo")
 QUIRKS_HELP = ("plant the real files' quirks (boxes past the frame, missing detector entries, sample Ids without "
                "an image, grayscale, truncated / zero-byte / missing JPEGs), listed in ground_truth/data_issues.json")
+SESSION_LIMIT_HELP = ("seconds a session may last ({default}): a model stage logs its ETA after its first minutes "
+                      "of training, and stops at the last epoch that ends 30 min before the limit (a tenth of it when "
+                      "shorter), leaving its checkpoint and a resumable marker")
 STAGE_HELP = "a model of the recipe (reference and demo: full, crop) or aggregate"
 CATEGORIES_HELP = "competition folder or JSON with the category list (default: the sample's folder)"
 WEIGHTS_SAVE_HELP = ("save timm's pretrained weights for --arch to a local .safetensors file (needs a reachable "
@@ -72,17 +76,24 @@ def _assemble(args: argparse.Namespace) -> None:
 def _stage(args: argparse.Namespace) -> None:
     import importlib
     import os
+    import time
 
-    from iwc.layout import INPUT_ENV, WORKING_ENV
+    from iwc.layout import INPUT_ENV, WORKING_ENV, working_dir
     from iwc.recipe import load_recipe
+    from iwc.train.session import LIMIT_ENV, START_ENV, marker_name
 
     if args.input_root:
         os.environ[INPUT_ENV] = str(Path(args.input_root).resolve())
     if args.working_dir:
         os.environ[WORKING_ENV] = str(Path(args.working_dir).resolve())
+    os.environ[LIMIT_ENV] = repr(args.session_limit)  # this process is the session: see iwc.train.session
+    os.environ.setdefault(START_ENV, repr(time.time()))
     recipe = load_recipe(args.recipe, args.set)
     spec = _stage_spec(recipe, args.name)
     importlib.import_module(spec.module).main(recipe, spec.name)
+    if (working_dir() / marker_name(spec.name)).is_file():
+        print(f"iwc stage: {spec.name} stopped before its session limit of {args.session_limit:g} s (see "
+              f"{working_dir() / marker_name(spec.name)}): run the same command again to continue from its checkpoint")
 
 
 def _reproduce(args: argparse.Namespace) -> None:
@@ -100,7 +111,7 @@ def _reproduce(args: argparse.Namespace) -> None:
     recipe = load_recipe(args.recipe or ("demo" if args.demo else "reference"), overrides)
     backend = get_backend(args.backend)
     options = RunOptions(Path(args.data or DATA), demo=args.demo, dry_run=args.dry_run, timeout=args.timeout,
-                         gpus=args.gpus)
+                         gpus=args.gpus, session_limit=args.session_limit)
     backend.check(options)
     recipe = resolve_weights(recipe, backend.attaches_inputs)  # before any Kaggle step (a dry run shows it)
     if args.quirks and not args.demo:
@@ -249,6 +260,17 @@ def _data_seed(text: str) -> int:
     return seed
 
 
+def _seconds(text: str) -> float:
+    """A positive, finite number of seconds (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds, e.g. 43200 for 12 h")
+    return value
+
+
 def _run_name(text: str) -> str:
     """A run's name: one plain folder name (it names runs/<run>/ and submissions/<run>/), never a path."""
     from iwc.io import folder_name_problem
@@ -317,6 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help=STAGE_HELP)
     p.add_argument("--input-root", help="Kaggle-shaped input folder (default /kaggle/input)")
     p.add_argument("--working-dir", help="output folder (default /kaggle/working)")
+    p.add_argument("--session-limit", type=_seconds, default=KAGGLE_LIMIT_S, help=SESSION_LIMIT_HELP.format(
+        default=f"default {KAGGLE_LIMIT_S:g} s, Kaggle's 12 h"))
     _add_recipe_args(p)
 
     p = add("reproduce", _reproduce, "generate the kernels, train every model of the recipe, then aggregate; "
@@ -340,6 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resubmit", action="store_true", help=f"with --submit: {RESUBMIT_HELP}")
     p.add_argument("--timeout", type=float, help="with --backend kaggle: seconds to wait for each kernel "
                                                  "(default 13 h)")
+    p.add_argument("--session-limit", type=_seconds, help="with --backend kaggle: " + SESSION_LIMIT_HELP.format(
+        default=f"default {KAGGLE_LIMIT_S:g} s, 12 h; 32400 for a 9 h machine shape"))
     p.add_argument("--gpus", type=int, default=1, help="train each model on this many GPUs of this machine "
                                                        "(torchrun, DistributedDataParallel; local and docker); "
                                                        "0: every stage on the CPU, no GPU attached")

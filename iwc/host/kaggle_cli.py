@@ -174,7 +174,7 @@ def dry_run(backend: Any, recipe: Any, run_dir: Path) -> None:
     """Print what `iwc reproduce --backend kaggle` would push, for the credential's user; push nothing."""
     from iwc.host.bundle import build_kernels
 
-    folders = build_kernels(run_dir / "kernels", recipe, backend.owner)
+    folders = build_kernels(run_dir / "kernels", recipe, backend.owner, session_limit=backend.session_limit)
     print(f"would push {len(folders)} kernels as {backend.owner!r} (--dry-run: nothing is pushed):")
     for folder in folders:
         meta = json.loads((folder / "kernel-metadata.json").read_text(encoding="utf-8"))
@@ -191,6 +191,7 @@ def record_run(backend: Any, run_dir: Path, submission_dir: Path) -> dict[str, A
     from iwc.host.backends.kaggle import kernel_records
 
     kernels = {stage: {"id": r["kernel"], "version": r["version"], "pushed_at": r.get("pushed_at"),
+                       "sessions": 1 + int(r.get("continuations", 0)),  # versions that trained it (session limit)
                        "url": f"https://www.kaggle.com/code/{r['kernel']}"}
                for stage, r in kernel_records(run_dir / "stages").items()}
     kaggle = {"owner": backend.owner, "kernels": kernels, "kernel_sources": KERNEL_SOURCES_NOTE,

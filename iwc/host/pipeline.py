@@ -98,7 +98,8 @@ def reproduce(data_root: Path, recipe: Recipe, run_dir: Path, submission_dir: Pa
     with run_lock(run_dir):
         if force:
             shutil.rmtree(scratch, ignore_errors=True)
-        kernels = {Path(k).name: Path(k) for k in build_kernels(run_dir / "kernels", recipe, owner, sources=sources)}
+        kernels = {Path(k).name: Path(k) for k in build_kernels(run_dir / "kernels", recipe, owner, sources=sources,
+                                                                    session_limit=backend.session_limit)}
         plans = {s: _plan(run_dir / "stages" / s, keys[s], force) for s in specs}
         pending = [s for s in specs if plans[s][0] != "skip"]
         preflight(competition, resized, [specs[s] for s in pending], remote)

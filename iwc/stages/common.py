@@ -33,6 +33,7 @@ from iwc.train.device import model_device
 from iwc.train.fit import fit
 from iwc.train.model import create_model
 from iwc.train.predict import predict_tta
+from iwc.train.session import SessionPlan, SessionStop, restore, write_marker
 from iwc.train.sheets import show_batch, top_losses
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,8 @@ def train_model(name: str, m: Model, seed: int, train: pd.DataFrame, test: pd.Da
     Rows whose image cannot be read are left out of training; a test row that cannot be read is still
     predicted (from a blank image) so that no submission row goes missing. Each is recorded in `issues`.
     Under torchrun every process trains (rank 0 builds the caches first) and only rank 0 predicts: the
-    others get None.
+    others get None. A stage that stops before the session limit (`iwc.train.session`) leaves its checkpoint and
+    resumable marker in `work` and gets None too; one whose input holds a previous session's marker resumes.
     """
     started = time.perf_counter()
     scratch = layout.scratch_dir() / name
@@ -110,9 +112,17 @@ def train_model(name: str, m: Model, seed: int, train: pd.DataFrame, test: pd.Da
         model = create_model(m, len(categories))
     log.info("%s: %s on %s, %d classes, %d train / %d validation rows", name, m.arch, dev, len(categories),
              len(fit_rows), len(val_rows))
-    result = fit(model, Rows(train_cache.images, fit_rows), categories.to_index(labels[fit_rows]),
-                 Rows(train_cache.images, known_val), categories.to_index(labels[known_val]),
-                 m, seed, work / name, dev)
+    with distributed.main_first():  # rank 0 copies a previous session's checkpoint into `work` first
+        session = restore(name, work)
+    plan = SessionPlan(name, m, len(fit_rows), len(known_val), len(val_rows) + len(test), session)
+    try:
+        result = fit(model, Rows(train_cache.images, fit_rows), categories.to_index(labels[fit_rows]),
+                     Rows(train_cache.images, known_val), categories.to_index(labels[known_val]),
+                     m, seed, work / name, dev, session=plan)
+    except SessionStop as stop:  # the checkpoint is saved: leave the marker, end the session cleanly
+        if distributed.is_main():
+            write_marker(work, stop)
+        return None
     if not distributed.is_main():
         return None
     ids = train["row_id"].to_numpy(str)

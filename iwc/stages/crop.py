@@ -45,7 +45,7 @@ def main(recipe: Recipe, name: str) -> None:
     comp, train, test = rows(recipe, name, issues)
     work = layout.working_dir()
     trained = train_model(name, model, recipe.seed, train, test, work, issues, comp.category_names)
-    if trained is None:  # another process of a multi-GPU run: rank 0 predicts and writes the outputs
+    if trained is None:  # a process other than rank 0 (which writes the outputs), or a planned session stop
         return
     write_outputs(name, recipe, per_image(trained.val, train), per_image(trained.test, test),
                   trained.summary, work, issues)

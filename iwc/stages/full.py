@@ -39,7 +39,7 @@ def main(recipe: Recipe, name: str) -> None:
     issues = DataIssues(name)
     comp, train, test = rows(recipe, name, issues)
     trained = train_model(name, model, recipe.seed, train, test, layout.working_dir(), issues, comp.category_names)
-    if trained is None:  # another process of a multi-GPU run: rank 0 predicts and writes the outputs
+    if trained is None:  # a process other than rank 0 (which writes the outputs), or a planned session stop
         return
     write_outputs(name, recipe, trained.val, trained.test, trained.summary, layout.working_dir(), issues)
 

@@ -43,6 +43,7 @@ from iwc.train import distributed
 from iwc.train.augment import BatchAugment
 from iwc.train.model import amp_dtype, autocast, param_groups, place, set_frozen
 from iwc.train.predict import plain_probs, to_device
+from iwc.train.session import SessionPlan
 
 CHECKPOINT = "checkpoint.pt"
 HISTORY = "history.json"
@@ -62,12 +63,14 @@ class FitResult:
 def fit(model: nn.Module, train_images: np.ndarray, train_labels: np.ndarray, val_images: np.ndarray | None,
         val_labels: np.ndarray | None, m: Model, seed: int, out_dir: str | Path, device: torch.device | str,
         augment: Augmenter | None = None, progress: bool = True,
-        on_epoch_end: Callable[[dict], None] | None = None) -> FitResult:
+        on_epoch_end: Callable[[dict], None] | None = None, session: SessionPlan | None = None) -> FitResult:
     """Train `model` through the stages of `m` and leave the final weights in it.
 
     Images are uint8 (N, S, S, 3) arrays or memmaps (the cache), labels int64 class indexes.
     `augment(x_uint8_on_device, generator)` makes the training inputs (default
     `BatchAugment(m.augment, m.image_size)`). `on_epoch_end(record)` runs after each epoch is saved.
+    `session` (`iwc.train.session.SessionPlan`) is told of every batch and epoch: it logs the ETA and raises
+    `SessionStop` after a saved epoch when the next one would pass the session limit.
     A fresh run seeds torch's global generator with `seed`; if `out_dir/checkpoint.pt` exists (same
     recipe, seed and data sizes), training continues from it with every random state restored.
     Under torchrun every process calls `fit` with the same arguments (`on_epoch_end` runs on each, after
@@ -94,6 +97,8 @@ def fit(model: nn.Module, train_images: np.ndarray, train_labels: np.ndarray, va
         model.load_state_dict(saved["model"])
         rng.load_state_dict(saved["rng"] if world == 1 else saved["rng"][rank])
         first_stage, history = saved["stage"], saved["history"]
+    if session is not None:
+        session.begin(len(history))
 
     steps_per_epoch = math.ceil(len(train_images) / m.batch_size)
     for si, stage in enumerate(m.stages[first_stage:], start=first_stage):
@@ -104,7 +109,9 @@ def fit(model: nn.Module, train_images: np.ndarray, train_labels: np.ndarray, va
             first_epoch = saved["epoch"]
         for epoch in range(first_epoch, stage.epochs):
             desc = f"stage {si + 1}/{len(m.stages)} epoch {epoch + 1}/{stage.epochs}"
-            record = {"stage": si, "epoch": epoch, **trainer.epoch(train_images, train_labels, progress, desc)}
+            stats = trainer.epoch(train_images, train_labels, progress, desc,
+                                  None if session is None else session.batch)
+            record = {"stage": si, "epoch": epoch, **stats}
             distributed.broadcast_buffers(model)  # the BatchNorm statistics validated and saved: rank 0's
             if val_images is not None:
                 record.update(_validate(model, val_images, val_labels, m, device, progress))
@@ -124,6 +131,8 @@ def fit(model: nn.Module, train_images: np.ndarray, train_labels: np.ndarray, va
             distributed.barrier()
             if on_epoch_end is not None:
                 on_epoch_end(record)
+            if session is not None:
+                session.epoch_end()
     if history and distributed.is_main():
         plot_curves(history, out_dir / CURVES)
     return FitResult(history, path)
@@ -180,9 +189,10 @@ class StageTrainer:
         self.optimizer, self.scheduler = one_cycle(model, stage, stage.epochs * steps_per_epoch)
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype(device) == torch.float16)
 
-    def epoch(self, images: np.ndarray, labels: np.ndarray, progress: bool, desc: str) -> dict[str, float]:
-        """One pass over the images; returns train_loss, train_acc (against the unmixed labels), images_per_s,
-        each over all processes."""
+    def epoch(self, images: np.ndarray, labels: np.ndarray, progress: bool, desc: str,
+              on_batch: Callable[[], None] | None = None) -> dict[str, float]:
+        """One pass over the images (`on_batch()` after each batch); returns train_loss, train_acc (against the
+        unmixed labels), images_per_s, each over all processes."""
         self.model.train()
         batches = epoch_batches(len(images), self.m.batch_size, self.rng.order)
         world, rank = distributed.world_size(), distributed.rank()
@@ -201,6 +211,8 @@ class StageTrainer:
                     correct += batch_correct
                     seen += count
                 bar.update()
+                if on_batch is not None:
+                    on_batch()
                 if progress and (k % _POSTFIX_EVERY == 0 or k == len(batches) - 1):
                     bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.3f}",
                                     img_s=f"{seen * world / (time.perf_counter() - start):.0f}", refresh=False)

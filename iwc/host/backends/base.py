@@ -67,6 +67,7 @@ class RunOptions:
     dry_run: bool = False  # print what would run; run nothing
     timeout: float | None = None  # seconds to wait for each kernel
     gpus: int = 1
+    session_limit: float | None = None  # seconds a kernel's session may last (Kaggle: 12 h unless given)
 
 
 class Backend:
@@ -77,7 +78,9 @@ class Backend:
     - `attaches_inputs`: it attaches the competition and datasets itself (Kaggle), so only the competition's
       metadata files are needed here;
     - `accepts`: the options of `RunOptions` beyond the data, `--demo` and `--gpus` that it acts on
-      (`dry_run`, `timeout`); `max_gpus`: the most processes a kernel may train in (None: the machine's GPUs);
+      (`dry_run`, `timeout`, `session_limit`); `max_gpus`: the most processes a kernel may train in (None: the
+      machine's GPUs); `session_limit`: the seconds baked into its kernels (None: no limit; see
+      `iwc.train.session`);
     - the hooks around a run: `check` (before any work), `before_run`, `after_run`.
     """
 
@@ -86,11 +89,12 @@ class Backend:
     attaches_inputs: bool = False
     accepts: frozenset[str] = frozenset()
     max_gpus: int | None = None
+    session_limit: float | None = None
     owner: str = DEFAULT_OWNER  # the Kaggle user the generated kernels name
 
     def check(self, options: RunOptions) -> None:
         """Refuse, in one `IwcError` line, what this backend cannot do with `options`: before any work."""
-        for option in ("dry_run", "timeout"):
+        for option in ("dry_run", "timeout", "session_limit"):
             if getattr(options, option) and option not in self.accepts:
                 raise IwcError(f"--{option.replace('_', '-')} does not apply to --backend {self.name}")
         if options.gpus < 0 or (self.max_gpus is not None and options.gpus > self.max_gpus):

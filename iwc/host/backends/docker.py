@@ -4,8 +4,9 @@
 `/kaggle/input/<mount name>`, the stage's working folder at `/kaggle/working`, its scratch folder at
 `/kaggle/scratch`, the kernel folder read-only at `/kaggle/src` (run under torchrun when `job.processes` > 1);
 `--gpus all` for a stage that needs a GPU (none with `--gpus 0`: `job.processes` 0 runs it on the CPU),
-`--shm-size` for DataLoader workers and torchrun, `--memory` when `IWC_DOCKER_MEMORY` sets a limit, and the
-host user's uid:gid so outputs are not owned by root. The backend removes the container itself once it has
+`--shm-size` for DataLoader workers and torchrun, `--memory` when `IWC_DOCKER_MEMORY` sets a limit, each model's
+local `weights_file` read-only at its own path (the kernel's recipe names it so), and the host user's uid:gid so
+outputs are not owned by root. The backend removes the container itself once it has
 read how it ended (out of memory, killed), and removes a container left by an earlier run before it starts.
 No environment variable of the host reaches the container except the job's own `env`: credentials stay out.
 `build_argv()` is the `docker build` command; `image_tag()` names the image after the code it holds.
@@ -18,11 +19,12 @@ import os
 import shlex
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 import iwc
 from iwc.errors import IwcError
-from iwc.host.backends.base import Backend, KernelRun, kernel_command
+from iwc.host.backends.base import Backend, KernelRun, RunOptions, kernel_command
 from iwc.host.backends.local import check_mounts, run_streamed
 from iwc.layout import SCRATCH_ENV
 from iwc.provenance import PACKAGE_DIR, hash_sources
@@ -56,10 +58,16 @@ class DockerBackend(Backend):
         self.shm_size = shm_size
         self.memory = os.environ.get(MEMORY_ENV, "") if memory is None else memory
         self._ready: dict[bool, str] = {}  # needs a GPU -> the docker executable, once checked
+        self.files: tuple[Path, ...] = ()  # host files the kernels read at their own paths
+
+    def before_run(self, recipe: Recipe, run_dir: Path, options: RunOptions) -> bool:
+        """Note the models' local weights files (absolute by now): each run mounts them where the recipe says."""
+        self.files = tuple(sorted({Path(m.weights_file) for m in recipe.models.values() if m.weights_file}))
+        return True
 
     def run(self, job: KernelRun) -> Path:
         docker = self._check(job.gpu)
-        argv = run_argv(job, self.image, shm_size=self.shm_size, memory=self.memory)
+        argv = run_argv(job, self.image, shm_size=self.shm_size, memory=self.memory, files=self.files)
         for folder in (job.stage_dir / "working", _scratch(job)):
             folder.mkdir(parents=True, exist_ok=True)  # created by this user, so the container user can write
         # an error message names the user's folders, not the mounts
@@ -135,9 +143,10 @@ def check_engine(gpu: bool) -> str:
 
 
 def run_argv(job: KernelRun, image: str, *, shm_size: str = SHM_SIZE, user: tuple[int, int] | None = None,
-             memory: str = "") -> list[str]:
+             memory: str = "", files: Sequence[Path] = ()) -> list[str]:
     """The `docker run` command that runs `job`'s kernel file in `image` (`user` default: this uid:gid;
-    `memory`: a `--memory` limit, none when empty)."""
+    `memory`: a `--memory` limit, none when empty; `files`: absolute host files mounted read-only at their own
+    paths)."""
     uid, gid = user or (os.getuid(), os.getgid())
     env = {**job.env, SCRATCH_ENV: SCRATCH, "HOME": "/tmp", "PYTHONUNBUFFERED": "1"}  # any uid can write /tmp
     argv = ["docker", "run", "--name", container_name(job), *(["--gpus", "all"] if job.gpu else []),
@@ -149,11 +158,13 @@ def run_argv(job: KernelRun, image: str, *, shm_size: str = SHM_SIZE, user: tupl
         argv += ["--mount", bind(folder, INPUT.joinpath(*parts), readonly=True)]
     argv += ["--mount", bind(job.stage_dir / "working", WORKING), "--mount", bind(_scratch(job), SCRATCH),
              "--mount", bind(job.kernel_dir, SRC, readonly=True)]
+    for file in files:
+        argv += ["--mount", bind(file, file.as_posix(), readonly=True)]
     return [*argv, image, *kernel_command(f"{SRC}/{job.spec.code_file}", job.processes, python="python")]
 
 
 def bind(source: Path, target: PurePosixPath | str, readonly: bool = False) -> str:
-    """A `--mount` value binding host folder `source` at `target`. Unlike `--volume`, a missing source is an
+    """A `--mount` value binding host folder (or file) `source` at `target`. Unlike `--volume`, a missing source is an
     error rather than a new root-owned folder, and a `:` in a path is no separator."""
     fields = ["type=bind", f"source={Path(source).resolve()}", f"target={target}", *(["readonly"] if readonly else [])]
     # The value is a CSV record: a field holding a comma or a quote is quoted, its quotes doubled.

@@ -26,6 +26,8 @@ FAULTS: dict[str, tuple[str, dict[str, Any]]] = {
     "submission_rejected": ("the submission ends in ERROR with an errorDescription",
                             {"message": "Submission rejected by the sandbox (injected fault)"}),
     "slow_kernel": ("the kernel stays RUNNING this many seconds longer", {"seconds": 5.0}),
+    "session_limit": ("the kernel's session is killed after this many seconds, as at Kaggle's limit: ERROR, and "
+                      "none of its outputs is kept", {"seconds": 5.0}),
     "rules_not_accepted": ("a competition call answers 403, as before the competition's rules are accepted",
                            {"message": "You must accept this competition's rules (injected fault)"}),
 }

@@ -4,6 +4,8 @@ Each push (`KernelStore.save`) makes version N of `owner/slug` under `<root>/<ow
 pushed source, `input/` (the attached sources mounted as symlinks, as `iwc.host.backends.local` does),
 `working/` (its `/kaggle/working`, served as its outputs), `scratch/`, `tmp/` and `log.txt`. A thread runs
 it with this Python: QUEUED -> RUNNING -> COMPLETE, or ERROR when it exits non-zero (or a fault says so).
+A session that runs past its limit (12 h, the push's `sessionTimeoutSeconds`, or the `session_limit` fault's
+seconds) is killed, ends in ERROR and, as on Kaggle, keeps no output: its working folder is emptied.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -125,10 +128,16 @@ class KernelStore:
                     SCRATCH_ENV: str(folders["scratch"]), "TMPDIR": str(folders["tmp"]),
                     "KAGGLE_KERNEL_RUN_TYPE": "Batch", "PYTHONUNBUFFERED": "1"})
         limit = float(version.request.get("sessionTimeoutSeconds") or SESSION_LIMIT_S)
+        killed = self.faults.take("session_limit", version.slug)
+        if killed is not None:
+            limit = min(limit, float(killed["seconds"]))
         returncode, timed_out = self._execute(version, env, start, limit)
         failed = self.faults.take("kernel_error", version.slug)
         if timed_out:
-            version.failure = f"Kernel ran past its session limit of {limit:g} s and was stopped"
+            shutil.rmtree(version.working, ignore_errors=True)  # a killed session keeps nothing
+            version.working.mkdir()
+            version.failure = (f"Kernel ran past its session limit of {limit:g} s and was stopped; a session "
+                               "stopped at its limit keeps no output")
         elif returncode:
             version.failure = f"Kernel exited with code {returncode}; see the log"
         elif failed is not None:
