@@ -149,6 +149,7 @@ def _sandbox_parser() -> argparse.ArgumentParser:
 
 reproduce = _forward(_declared("reproduce"), [*IWC, "reproduce"], "reproduce")
 tune = _forward(_declared("tune"), [*IWC, "tune"], "tune")
+lr_find = _forward(_declared("lr-find"), [*IWC, "lr-find"], "lr-find")
 data_download = _forward(_declared("kaggle", "download"), [*IWC, "kaggle", "download"], "download")
 kernels_push = _forward(_declared("kaggle", "push"), [*IWC, "kaggle", "push"], "push", rename={"folders": "folder"})
 kernels_status = _forward(_declared("kaggle", "status"), [*IWC, "kaggle", "status"], "status")
@@ -255,7 +256,7 @@ kaggle_sandbox = _forward(_sandbox_parser(), [PY, "-m", "iwc.host.sandbox"], "sa
 
 
 bench = Collection("bench", bench_aggregate, bench_crops, bench_pipeline, bench_gpu)
-ns = Collection(reproduce, tune, test, lint, bench, Collection("data", data_demo, data_download),
+ns = Collection(reproduce, tune, lr_find, test, lint, bench, Collection("data", data_demo, data_download),
                 Collection("kernels", kernels_build, kernels_check, kernels_push, kernels_status, kernels_pull),
                 Collection("submission", submission_submit),
                 Collection("docker", docker_base, docker_build, docker_run, docker_lock),

@@ -2,7 +2,8 @@
 
 In: validation truth and each model's predictions (original category ids), the category names. Out: the ten
 most-confused (true, predicted) pairs per model as plain lists (stored in `metrics.json` under `insight`), a
-confusion matrix per model (`confusion_<model>.png`), and the report's markdown section.
+confusion matrix per model (`confusion_<model>.png`), and the report's markdown section, which also shows the
+model stage's image sheets (`iwc.train.sheets`: a batch as the network sees it, the top losses).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from iwc.stages import SHEETS, sheet_file
 
 
 def confused_pairs(truth: np.ndarray, pred: np.ndarray, names: Mapping[int, str], k: int = 10) -> list[list[Any]]:
@@ -38,13 +41,23 @@ def confusion_file(model: str) -> str:
     return f"confusion_{model}.png"
 
 
+def model_files(model: str) -> list[str]:
+    """The images the report shows for `model`: its confusion matrix (drawn by the aggregator) and its image
+    sheets (drawn by its own stage, copied beside the report by the aggregator)."""
+    return [confusion_file(model), *(sheet_file(model, sheet) for sheet in SHEETS)]
+
+
 def insight_markdown(insight: Mapping[str, list[list[Any]]]) -> str:
     """The report section: per model, its confusion matrix and its most-confused pairs as a table."""
     parts = []
     for model, pairs in insight.items():
         rows = "\n".join(f"| {t} | {p} | {n} |" for t, p, n in pairs) or "| - | - | 0 |"
         parts.append(f"### {model}\n\n![confusion matrix of {model}]({confusion_file(model)})\n\n"
-                     f"| true | predicted | images |\n|---|---|---:|\n{rows}")
+                     f"| true | predicted | images |\n|---|---|---:|\n{rows}\n\n"
+                     f"What it trains on, as the network sees it (a batch after augmentation):\n\n"
+                     f"![training inputs of {model}]({sheet_file(model, 'show_batch')})\n\n"
+                     f"Where it errs most (validation, highest loss first; red: wrong):\n\n"
+                     f"![top losses of {model}]({sheet_file(model, 'top_losses')})")
     return "\n\n".join(parts)
 
 

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from iwc.errors import IwcError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 # What a plain file name may not hold or be: data (an image id, a crop id) becomes a file name only if it
 # names a file directly inside its folder. The readers apply the same rule to whole columns.
@@ -103,6 +107,21 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     """Write `text` atomically (UTF-8, no newline translation)."""
     with atomic_write(path, "w", encoding="utf-8", newline="") as f:
         f.write(text)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` atomically."""
+    with atomic_write(path, "wb") as f:
+        f.write(data)
+
+
+def save_png(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> None:
+    """Lay out `fig` and write it as a PNG, atomically, with stable bytes: matplotlib's version stamp
+    (`Software`) left out, so the same figure gives the same file."""
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+    write_bytes(path, buf.getvalue())
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -10,7 +10,6 @@ the step it builds on, and a final result below that baseline. The aggregator wr
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from iwc.insight import insight_markdown
-from iwc.io import atomic_write
+from iwc.io import atomic_write, save_png
 from iwc.recipe import Recipe
 
 BASELINE, BLEND, FINAL = "baseline", "blend", "final"
@@ -151,7 +150,7 @@ def plot_confusion(truth: np.ndarray, pred: np.ndarray, names: Mapping[int, str]
     ax.set_title("confusion matrix (row-normalized)" + (f", the {len(kept)} most frequent true categories"
                                                          if pooled else ""))
     fig.colorbar(im, ax=ax, fraction=0.046)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_per_location(locations: np.ndarray, truth: np.ndarray, preds: Mapping[str, np.ndarray],
@@ -179,7 +178,7 @@ def plot_per_location(locations: np.ndarray, truth: np.ndarray, preds: Mapping[s
     ax.set_xlabel(f"locations, sorted by accuracy ({len(acc)})")
     ax.legend(fontsize=7, loc="lower right")
     ax.set_title(f"accuracy per location (named: {labels.get(last, last)})")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def report_markdown(title: str, metrics: Mapping[str, Any], data_issues: str,
@@ -195,7 +194,8 @@ def report_markdown(title: str, metrics: Mapping[str, Any], data_issues: str,
         ("Final predictions on validation", f"{counts['images']} images from {counts['locations']} held-out "
                                             "locations.\n\n![confusion matrix](confusion_matrix.png)\n\n"
                                             "![accuracy per location](per_location.png)"),
-        *([("Per model: what each confuses", insight_markdown(metrics["insight"]))] if "insight" in metrics else []),
+        *([("Per model: what each confuses", insight_markdown(_in_recipe_order(metrics["insight"], metrics["steps"])))]
+          if "insight" in metrics else []),
         ("Data issues", data_issues),
         *extra,
     ]
@@ -203,10 +203,12 @@ def report_markdown(title: str, metrics: Mapping[str, Any], data_issues: str,
     return f"# {title}\n\n{body}\n"
 
 
-def _save(fig: plt.Figure, path: Path) -> None:
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
+def _in_recipe_order(insight: Mapping[str, Any], steps: Sequence[Sequence[str]]) -> dict[str, Any]:
+    """`insight` (model -> pairs; `metrics.json` sorts its keys) in the table's order of the models."""
+    return {step: insight[step] for step, _ in steps if step in insight}
+
+
+def save_figure(fig: plt.Figure, path: Path) -> None:
+    """A pyplot figure -> a PNG with stable bytes (`iwc.io.save_png`), then closed."""
+    save_png(fig, path)
     plt.close(fig)
-    with atomic_write(path, "wb") as f:
-        f.write(buf.getvalue())

@@ -154,7 +154,7 @@ def test_the_full_stage_neither_reads_nor_needs_the_megadetector_file(small_demo
     monkeypatch.setenv(layout.WORKING_ENV, str(tmp_path / "work"))
     seen = {}
 
-    def stop(name, m, seed, train, test, work, issues):
+    def stop(name, m, seed, train, test, work, issues, names):
         seen.update(train=len(train), test=len(test))
         raise _Stop
 

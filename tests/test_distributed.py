@@ -149,6 +149,7 @@ def test_generated_full_kernel_seeing_two_gpus_restarts_itself_on_both_and_rank0
     manifest = json.loads((working / "full.manifest.json").read_text())
     assert manifest["processes"] == 2 and manifest["devices"] == ["cpu", "cpu"] and len(manifest["history"]) == 2
     assert (working / "full_val.npz").is_file() and (working / "full_test.npz").is_file()
+    assert len(manifest["top_losses"]) == 16 and (working / "show_batch_full.png").is_file()  # rank 0's sheets
     log = (tmp_path / "log.txt").read_text()
     assert "training on 2 GPUs: this kernel starts 2 processes of itself (torchrun)" in log
     assert log.count("iwc kernel: iwc.stages.full:main") == 3  # the bootstrap ran in the kernel, then in each child

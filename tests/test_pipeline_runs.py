@@ -18,7 +18,7 @@ from iwc.errors import IwcError
 from iwc.host import pipeline
 from iwc.host.backends import Backend
 from iwc.host.pipeline import reproduce
-from iwc.insight import confusion_file
+from iwc.insight import model_files
 from iwc.io import sha256_file
 from iwc.recipe import DEMO, load_recipe
 from iwc.report import METRICS_JSON, VALIDATION, step_labels
@@ -61,7 +61,7 @@ class FakeBackend(Backend):
     def _aggregate(self, working: Path) -> None:
         labels = step_labels(DEMO)
         predictions = pd.DataFrame({"Id": ["a", "b", "c", "d"], **{s: [0, 3, 3, 0] for s in labels}})
-        for name in [*pipeline.COPIED, *(confusion_file(m) for m in DEMO.models)]:
+        for name in [*pipeline.COPIED, *(f for m in DEMO.models for f in model_files(m))]:
             (working / name).write_text("{}" if name.endswith(".json") else "x")
         metrics = {"steps": list(labels.items()), "accuracy": {VALIDATION: dict.fromkeys(labels, 0.75)},
                    "validation": {"images": 4, "locations": 1}}

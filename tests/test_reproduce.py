@@ -154,7 +154,8 @@ def test_same_seed_gives_a_byte_identical_submission(first, small_demo):
     # every file the full stage wrote, byte for byte (run "a"'s other stages were rerun with other settings above,
     # and its full stage last resumed under another blend, which its manifest records with the whole recipe)
     a, b = (stage_files(tmp / "runs" / name / "stages" / "full" / "working") for name in ("a", "b"))
-    assert {"full_test.npz", "full_val.npz", "full/training_curves.png", "full/checkpoint.pt"} <= a.keys()
+    assert {"full_test.npz", "full_val.npz", "full/training_curves.png", "full/checkpoint.pt",
+            "show_batch_full.png", "top_losses_full.png"} <= a.keys()
     manifests = [{k: v for k, v in json.loads(d.pop("full.manifest.json")).items() if k != "recipe"} for d in (a, b)]
     assert manifests[0] == manifests[1] and a.keys() == b.keys() and [n for n in a if a[n] != b[n]] == []
 

@@ -112,7 +112,7 @@ def test_report_plots_stay_under_2000_px_at_267_classes_and_111_locations(tmp_pa
 
 def test_confusion_pools_the_rare_classes_as_other(tmp_path, monkeypatch):
     shown = {}
-    monkeypatch.setattr(report, "_save", lambda fig, path: shown.update(
+    monkeypatch.setattr(report, "save_figure", lambda fig, path: shown.update(
         labels=[t.get_text() for t in fig.axes[0].get_yticklabels()], image=fig.axes[0].images[0].get_array()))
     truth = np.array([5] * 4 + [9] * 3 + [1, 2, 3])
     plot_confusion(truth, truth[::-1], {5: "deer"}, tmp_path / "c.png", top=2)
@@ -122,7 +122,7 @@ def test_confusion_pools_the_rare_classes_as_other(tmp_path, monkeypatch):
 
 def test_per_location_names_the_worst_and_best_locations(tmp_path, monkeypatch):
     shown = {}
-    monkeypatch.setattr(report, "_save", lambda fig, path: shown.update(text=fig.axes[0].texts[0].get_text()))
+    monkeypatch.setattr(report, "save_figure", lambda fig, path: shown.update(text=fig.axes[0].texts[0].get_text()))
     locations = np.repeat(np.arange(8), 4)
     truth = np.zeros(32, dtype=int)
     pred = np.where(np.arange(32) % 4 < locations % 5, 1, 0)  # location k % 5 gets k % 5 of 4 wrong

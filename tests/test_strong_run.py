@@ -12,6 +12,7 @@ from PIL import Image
 from test_reproduce import _category_ids
 
 from iwc.host.cli import main
+from iwc.insight import model_files
 from iwc.recipe import load_recipe
 from iwc.submission import validate_file
 
@@ -66,10 +67,18 @@ def test_strong_demo_runs_end_to_end_with_a_row_per_model(strong_run, small_demo
     assert all(f"| {m}: " in report for m in MODELS)
     assert set(pd.read_csv(out / "predictions.csv").columns) >= {"Id", *MODELS, "blend", "final"}
     assert "## Per model: what each confuses" in report
-    for model in MODELS:  # issue 15 item 4, in part: a confusion matrix and the most-confused pairs per model
-        assert f"![confusion matrix of {model}](confusion_{model}.png)" in report
-        with Image.open(out / f"confusion_{model}.png") as image:
-            assert image.format == "PNG" and min(image.size) > 100
+    assert [report.index(f"### {m}\n") for m in MODELS] == sorted(report.index(f"### {m}\n") for m in MODELS)
+    aggregator = strong_run / "runs" / "strong-demo" / "stages" / "aggregate" / "working"
+    own_report = (aggregator / "report.md").read_text()
+    for model in MODELS:  # issue 15 item 4: per model a confusion matrix, its pairs, show-batch and top losses
+        for name, alt in zip(model_files(model), ("confusion matrix", "training inputs", "top losses"), strict=True):
+            assert f"![{alt} of {model}]({name})" in report and f"]({name})" in own_report
+            assert (aggregator / name).read_bytes() == (out / name).read_bytes()
+            with Image.open(out / name) as image:
+                assert image.format == "PNG" and min(image.size) > 100 and max(image.size) <= 2000
+        manifest = json.loads((aggregator.parent.parent / model / "working" / f"{model}.manifest.json").read_text())
+        losses = [r["loss"] for r in manifest["top_losses"]]
+        assert len(losses) == 16 and losses == sorted(losses, reverse=True)
     assert set(metrics["insight"]) == set(MODELS)
 
 

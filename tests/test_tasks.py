@@ -10,8 +10,8 @@ import pytest
 from invoke import MockContext, Result
 
 ROOT = Path(__file__).resolve().parents[1]
-TASKS = ["reproduce", "tune", "test", "lint", "bench.aggregate", "bench.crops", "bench.pipeline", "bench.gpu",
-         "data.demo", "data.download", "kernels.build", "kernels.check", "kernels.push", "kernels.status",
+TASKS = ["reproduce", "tune", "lr-find", "test", "lint", "bench.aggregate", "bench.crops", "bench.pipeline",
+         "bench.gpu", "data.demo", "data.download", "kernels.build", "kernels.check", "kernels.push", "kernels.status",
          "kernels.pull", "submission.submit", "weights.save", "docker.base", "docker.build", "docker.run",
          "docker.lock", "kaggle.sandbox"]
 
@@ -59,7 +59,8 @@ def test_data_demo_without_out_writes_where_reproduce_looks():
 
 
 FORWARDED = [("reproduce", ["reproduce"]), ("submission_submit", ["kaggle", "submit"]),
-             ("kernels_status", ["kaggle", "status"]), ("docker_run", ["docker-run"]), ("tune", ["tune"])]
+             ("kernels_status", ["kaggle", "status"]), ("docker_run", ["docker-run"]), ("tune", ["tune"]),
+             ("lr_find", ["lr-find"])]
 
 
 @pytest.mark.parametrize(("name", "command"), FORWARDED)
@@ -91,6 +92,12 @@ def test_tune_forwards_its_run_and_options_to_iwc_tune():
     assert done.returncode == 0, done.stderr
     assert "-m iwc.host.cli tune 'my run' --data" not in done.stdout
     assert "-m iwc.host.cli tune 'my run' --write best.toml --step 0.2" in done.stdout
+
+
+def test_lr_find_forwards_its_options_to_iwc_lr_find():
+    done = _invoke("--dry", "lr-find", "--model", "full", "--data", "d", "--batches", "50", "--set", "seed=1")
+    assert done.returncode == 0, done.stderr
+    assert "-m iwc.host.cli lr-find --model full --data d --batches 50 --set seed=1" in done.stdout
 
 
 def test_collection_holds_exactly_the_documented_tasks():

@@ -616,6 +616,11 @@ class Competition:
     detections: pd.DataFrame | None = None  # None unless loaded with detections=True
     issues: DataIssues = field(default_factory=DataIssues)
 
+    @property
+    def category_names(self) -> dict[int, str]:
+        """Category id -> name, as the train file lists them."""
+        return dict(zip(self.categories["id"].tolist(), self.categories["name"].tolist(), strict=True))
+
     @classmethod
     def load(cls, root: str | os.PathLike, detections: bool = False, issues: DataIssues | None = None) -> Competition:
         """Read `root`/{TRAIN_JSON, TEST_JSON, SAMPLE_CSV} and, with `detections`, MD_JSON; IwcError if one is

@@ -148,6 +148,12 @@ def _tune(args: argparse.Namespace) -> None:
     tune(args)
 
 
+def _lr_find(args: argparse.Namespace) -> None:
+    from iwc.host.lr_find_cli import lr_find
+
+    lr_find(args)
+
+
 def _doctor(args: argparse.Namespace) -> None:
     from iwc.host.doctor import doctor_lines
 
@@ -375,6 +381,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_tune_arguments(add("tune", _tune, "search blend weights, blend.no_crop, the vote and gap_s on a finished "
                                           "run's validation predictions, in seconds, without retraining"))
+
+    from iwc.host.lr_find_cli import add_arguments as add_lr_find_arguments
+
+    p = add("lr-find", _lr_find, "an lr range test of one model of the recipe (fastai's lr_find): a few hundred "
+                                 "batches, the loss against the learning rate, a suggested rate")
+    add_lr_find_arguments(p)
+    _add_recipe_args(p, default="demo")
 
     weights = sub.add_parser("weights", help="pretrained weights for offline runs").add_subparsers(
         dest="action", required=True)

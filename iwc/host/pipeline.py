@@ -39,7 +39,7 @@ from iwc.host.bundle import DEFAULT_OWNER, build_kernels
 from iwc.host.runlock import run_lock
 from iwc.host.submitted import RECORD as SUBMITTED
 from iwc.host.userpaths import check_apart, resolve_weights
-from iwc.insight import confusion_file
+from iwc.insight import model_files
 from iwc.io import atomic_write, read_json_object, replacing_folder, sha256_file, sha256_json, write_json, write_text
 from iwc.provenance import closure_sources, hash_sources, package_sources
 from iwc.recipe import Recipe
@@ -330,7 +330,8 @@ def _assemble(stages: Path, out: Path, recipe: Recipe, truth: Path | None, keys:
         for model in recipe.models:
             _copy(_stage_file(stages / model / "working" / model / "training_curves.png"),
                   new / f"{model}_training_curves.png")
-            _copy(_stage_file(aggregate / confusion_file(model)), new / confusion_file(model))
+            for name in model_files(model):
+                _copy(_stage_file(aggregate / name), new / name)
         if truth is not None:
             predictions = pd.read_csv(new / "predictions.csv", dtype={"Id": str})
             metrics["accuracy"]["test"] = _test_accuracy(predictions, truth, dict(metrics["steps"]))

@@ -29,7 +29,7 @@ from iwc.errors import IwcError
 from iwc.io import read_json_object, write_text
 from iwc.probs import ProbTable
 from iwc.recipe import Recipe
-from iwc.report import _save
+from iwc.report import save_figure
 from iwc.stages import AGGREGATE
 
 GAPS_S = (5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
@@ -172,7 +172,7 @@ def plot(frame: pd.DataFrame, out: Path) -> None:
     ax.set_xlabel("full-image model weight (best of the rest)")
     ax.set_ylabel("validation accuracy")
     ax.set_title("accuracy against the full model's weight")
-    _save(fig, out / PLOTS[0])
+    save_figure(fig, out / PLOTS[0])
     best = frame.iloc[0]
     gaps = frame[(frame["weights"] == best["weights"]) & (frame["no_crop"] == best["no_crop"])]
     fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -184,7 +184,7 @@ def plot(frame: pd.DataFrame, out: Path) -> None:
     ax.set_ylabel("validation accuracy")
     ax.set_title("accuracy against the sequence gap")
     ax.legend(fontsize=7)
-    _save(fig, out / PLOTS[1])
+    save_figure(fig, out / PLOTS[1])
 
 
 def markdown(frame: pd.DataFrame, interval: Mapping[str, tuple[float, float]], rows: int = 10) -> str:

@@ -88,6 +88,15 @@ def manifest_name(stage: str) -> str:
     return f"{stage}.manifest.json"
 
 
+SHEETS = ("show_batch", "top_losses")  # the image sheets every model stage leaves beside its manifest
+
+
+def sheet_file(model: str, sheet: str) -> str:
+    """The file name of one of a model stage's image sheets (`SHEETS`) in its working dir (named like every
+    per-model file, `<kind>_<model>`: the aggregator's copies go into its `extras.zip`)."""
+    return f"{sheet}_{model}.png"
+
+
 def setup_logging(quiet: bool = False) -> None:
     """Timestamped INFO logs; `quiet` (a torchrun process other than rank 0, which would repeat rank 0's
     warnings): ERROR only. How progress bars behave in a log is set by the kernel's bootstrap (iwc.host.bundle)."""

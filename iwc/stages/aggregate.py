@@ -5,13 +5,15 @@ input root. Writes `submission.csv` + `manifest.json` (validated against the sam
 predictions for validation and test (`validation.csv`, `predictions.csv`: a column per model, the blend, the
 vote, the baseline), `metrics.json` (the accuracies, once), `data_issues.json` (the model stages' records
 merged with its own: test images not in the sample, sample Ids without a test image) and `report.md` with
-its plots; the files of each model (its confusion matrix, ...) go into one `extras.zip` (`iwc.extras`), so the
-kernel's outputs stay a few dozen files however many models the recipe has.
+its plots, with each model's image sheets copied from its stage's output beside it; the files of each model (its
+confusion matrix, its sheets, ...) go into one `extras.zip` (`iwc.extras`), so the kernel's outputs stay a few
+dozen files however many models the recipe has.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -25,7 +27,7 @@ from iwc.data.sequences import assign_sequences
 from iwc.errors import IwcError
 from iwc.extras import pack, per_model_files
 from iwc.insight import model_insight
-from iwc.io import write_json, write_text
+from iwc.io import write_bytes, write_json, write_text
 from iwc.probs import ProbTable
 from iwc.provenance import code_version
 from iwc.recipe import Recipe
@@ -41,7 +43,7 @@ from iwc.report import (
     report_markdown,
     step_labels,
 )
-from iwc.stages import manifest_name, setup_logging
+from iwc.stages import SHEETS, manifest_name, setup_logging, sheet_file
 from iwc.submission import assemble, write_submission
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,7 @@ def main(recipe: Recipe, name: str) -> None:
         issues.extend(DataIssues.load(folder / issues_name(model)))
         for split in tables:
             tables[split][model] = ProbTable.load(folder / f"{model}_{split}.npz")
+        copy_sheets(folder, model, work)
 
     full_models = [m for m, spec in recipe.models.items() if spec.input == "full"]
     val_images = _rows_of(comp.train, tables["val"][full_models[0]].image_ids)
@@ -80,7 +83,7 @@ def main(recipe: Recipe, name: str) -> None:
     write_text(work / "validation.csv", val.assign(truth=truth, location=val_images["location"].to_numpy())
                .to_csv(index=False, lineterminator="\n"))
     write_text(work / "predictions.csv", test.to_csv(index=False, lineterminator="\n"))
-    names = dict(zip(comp.categories["id"].tolist(), comp.categories["name"].tolist(), strict=True))
+    names = comp.category_names
     metrics["insight"] = model_insight(truth, {m: val[m].to_numpy() for m in recipe.models}, names, work)
     write_json(work / METRICS_JSON, metrics)
     submission = assemble(comp.sample, match_sample(comp.sample, test.set_index("Id")[FINAL], issues))
@@ -97,6 +100,16 @@ def main(recipe: Recipe, name: str) -> None:
     write_text(work / "report.md", report_markdown(f"iwc run: recipe {recipe.name!r}", metrics, issues.markdown()))
     pack(work, per_model_files(work, recipe.models))  # their number grows with the recipe's models: one archive
     log.info("validation accuracy: %s", ", ".join(f"{s} {a:.4f}" for s, a in metrics["accuracy"][VALIDATION].items()))
+
+
+def copy_sheets(folder: Path, model: str, work: Path) -> None:
+    """Copy a model stage's image sheets (`SHEETS`) from its output `folder` into `work`, beside the report that
+    shows them; one line naming the missing file when the stage left none."""
+    for sheet in SHEETS:
+        source = folder / sheet_file(model, sheet)
+        if not source.is_file():
+            raise IwcError(f"{source} is missing: the {model} stage's output is incomplete; rerun that stage")
+        write_bytes(work / source.name, source.read_bytes())
 
 
 def match_sample(sample: pd.DataFrame, predictions: pd.Series, issues: DataIssues) -> pd.Series:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,13 +26,15 @@ from iwc.io import child_path, write_json
 from iwc.probs import ProbTable
 from iwc.provenance import code_version
 from iwc.recipe import Model, Recipe
-from iwc.stages import manifest_name, stage_specs
+from iwc.stages import manifest_name, sheet_file, stage_specs
 from iwc.train import distributed
+from iwc.train.augment import BatchAugment
 from iwc.train.device import device_name, model_device
 from iwc.train.fit import fit
 from iwc.train.model import create_model
 from iwc.train.predict import predict_tta
 from iwc.train.session import SessionPlan, SessionStop, restore, write_marker
+from iwc.train.sheets import show_batch, top_losses
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +68,10 @@ def image_paths(folder: Path, ids: Iterable[str]) -> list[Path]:
 
 
 def train_model(name: str, m: Model, seed: int, train: pd.DataFrame, test: pd.DataFrame, work: Path,
-                issues: DataIssues) -> Trained | None:
-    """Cache the rows' images, fit `m` on the non-validation rows, TTA-predict the validation and test rows.
+                issues: DataIssues, names: Mapping[int, str]) -> Trained | None:
+    """Cache the rows' images, fit `m` on the non-validation rows, TTA-predict the validation and test rows,
+    and draw the model's image sheets into `work` (`sheet_file`: training inputs as the network sees them,
+    the validation rows with the highest loss; `names`: category id -> name).
 
     Rows whose image cannot be read are left out of training; a test row that cannot be read is still
     predicted (from a blank image) so that no submission row goes missing. Each is recorded in `issues`.
@@ -125,6 +129,10 @@ def train_model(name: str, m: Model, seed: int, train: pd.DataFrame, test: pd.Da
     ids = train["row_id"].to_numpy(str)
     val = predict_tta(model, Rows(train_cache.images, val_rows), ids[val_rows], categories, m, dev, seed)
     test_table = predict_tta(model, test_cache.images, np.asarray(test_cache.ids), categories, m, dev, seed)
+    show_batch(Rows(train_cache.images, fit_rows), labels[fit_rows], names,  # fit's own training augmentation
+               BatchAugment(m.augment, m.image_size), seed, work / sheet_file(name, "show_batch"))
+    worst = top_losses(Rows(train_cache.images, val_rows), labels[val_rows], val, names,
+                       work / sheet_file(name, "top_losses"), "crops" if m.input == "crop" else "images")
     summary = {
         "rows": {"train": len(fit_rows), "validation": len(val_rows), "test": len(test),
                  "train_unreadable": int(unreadable.sum()), "test_unreadable": len(test_cache.failed)},
@@ -132,6 +140,7 @@ def train_model(name: str, m: Model, seed: int, train: pd.DataFrame, test: pd.Da
         "processes": distributed.world_size(),  # training processes (GPUs): results differ with their number
         "devices": devices,  # what each process trained on, e.g. ["cuda:0 Tesla T4", "cuda:1 Tesla T4"]
         "history": result.history,
+        "top_losses": worst,
         "seconds": round(time.perf_counter() - started, 1),
     }
     return Trained(val, test_table, categories, summary)

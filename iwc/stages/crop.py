@@ -3,7 +3,8 @@ MegaDetector boxes.
 
 Reads the competition folder (originals + MegaDetector results) under the input root; cuts the model's crops
 (its `crops` settings) into the scratch dir; writes `<name>_val.npz` and `<name>_test.npz` keyed by IMAGE id
-(an image with several crops gets their confidence-weighted mean), training curves, `<name>.data_issues.json`
+(an image with several crops gets their confidence-weighted mean), training curves, the image sheets
+`show_batch_<name>.png` and `top_losses_<name>.png` (of crops), `<name>.data_issues.json`
 (boxes clamped or dropped, images without a detector entry, originals it could not read) and the
 `<name>.manifest.json` marker.
 """
@@ -43,8 +44,20 @@ def main(recipe: Recipe, name: str) -> None:
     check_device(model, name)  # a model that needs CUDA stops here without a working GPU, before any data work
     check_weights_source(model)  # an offline run without weights fails now, not after the data work
     issues = DataIssues(name)
-    comp = Competition.load(layout.find_competition(), detections=True, issues=issues)
+    comp, train, test = rows(recipe, name, issues)
     work = layout.working_dir()
+    trained = train_model(name, model, recipe.seed, train, test, work, issues, comp.category_names)
+    if trained is None:  # a process other than rank 0 (which writes the outputs), or a planned session stop
+        return
+    write_outputs(name, recipe, per_image(trained.val, train), per_image(trained.test, test),
+                  trained.summary, work, issues)
+
+
+def rows(recipe: Recipe, name: str, issues: DataIssues) -> tuple[Competition, pd.DataFrame, pd.DataFrame]:
+    """The competition under the input root (with its detector file), and model `name`'s train and test rows
+    (`train_model`'s frames): one per crop, cut into the scratch dir; what cutting met recorded in `issues`."""
+    model = recipe.models[name]
+    comp = Competition.load(layout.find_competition(), detections=True, issues=issues)
     boxes = select_boxes(comp.detections, model.crops.rule, model.crops.threshold)
     frames = {}
     for split, images in (("train", comp.train), ("test", comp.test)):
@@ -60,12 +73,7 @@ def main(recipe: Recipe, name: str) -> None:
     labels = comp.train.set_index("id")["category_id"]
     train = frames["train"].assign(category_id=lambda f: labels.loc[f["image_id"]].to_numpy(),
                                    is_val=lambda f: is_val.loc[f["image_id"]].to_numpy())
-    train = background_rows(train, model.crops.background)
-    trained = train_model(name, model, recipe.seed, train, frames["test"], work, issues)
-    if trained is None:  # a process other than rank 0 (which writes the outputs), or a planned session stop
-        return
-    write_outputs(name, recipe, per_image(trained.val, train), per_image(trained.test, frames["test"]),
-                  trained.summary, work, issues)
+    return comp, background_rows(train, model.crops.background), frames["test"]
 
 
 def background_rows(train: pd.DataFrame, background: bool) -> pd.DataFrame:

@@ -3,14 +3,17 @@
 Reads the competition folder (not its MegaDetector file) and the resized dataset under the input root, or,
 when no `256_images/` is attached, the competition's original images (the cache decodes each JPEG at the
 largest reduction that still covers its size, then squashes it: the same pixels at a fraction of the work);
-writes `<name>_val.npz`, `<name>_test.npz`, training curves, `<name>.data_issues.json` (images it could not
-read) and the `<name>.manifest.json` marker to the working dir.
+writes `<name>_val.npz`, `<name>_test.npz`, training curves, the image sheets `show_batch_<name>.png` and
+`top_losses_<name>.png`, `<name>.data_issues.json` (images it could not read) and the `<name>.manifest.json`
+marker to the working dir.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+
+import pandas as pd
 
 from iwc import layout
 from iwc.data.competition import Competition
@@ -35,9 +38,19 @@ def main(recipe: Recipe, name: str) -> None:
     train_on_every_gpu(model, name)  # several GPUs: this kernel again under torchrun, one process each
     check_device(model, name)  # a model that needs CUDA stops here without a working GPU, before any data work
     check_weights_source(model)  # an offline run without weights fails now, not after the data work
+    issues = DataIssues(name)
+    comp, train, test = rows(recipe, name, issues)
+    trained = train_model(name, model, recipe.seed, train, test, layout.working_dir(), issues, comp.category_names)
+    if trained is None:  # a process other than rank 0 (which writes the outputs), or a planned session stop
+        return
+    write_outputs(name, recipe, trained.val, trained.test, trained.summary, layout.working_dir(), issues)
+
+
+def rows(recipe: Recipe, name: str, issues: DataIssues) -> tuple[Competition, pd.DataFrame, pd.DataFrame]:
+    """The competition under the input root, and model `name`'s train and test rows (`train_model`'s frames):
+    one per image, its resized (or original) file, the split."""
     comp = Competition.load(layout.find_competition())
     folders = image_folders(comp.root, name)
-    work = layout.working_dir()
     train = comp.train.assign(
         row_id=comp.train["id"],
         image_id=comp.train["id"],
@@ -49,11 +62,7 @@ def main(recipe: Recipe, name: str) -> None:
         image_id=comp.test["id"],
         path=image_paths(folders["test"], comp.test["id"]),
     )
-    issues = DataIssues(name)
-    trained = train_model(name, model, recipe.seed, train, test, work, issues)
-    if trained is None:  # a process other than rank 0 (which writes the outputs), or a planned session stop
-        return
-    write_outputs(name, recipe, trained.val, trained.test, trained.summary, work, issues)
+    return comp, train, test
 
 
 

@@ -37,7 +37,7 @@ from torch.optim.lr_scheduler import OneCycleLR
 from tqdm.auto import tqdm
 
 from iwc.errors import IwcError
-from iwc.io import atomic_write, sha256_json, write_json
+from iwc.io import atomic_write, save_png, sha256_json, write_json
 from iwc.recipe import Model, Stage
 from iwc.train import distributed
 from iwc.train.augment import BatchAugment
@@ -310,9 +310,7 @@ def plot_curves(history: list[dict], path: Path) -> None:
         ax.set(xlabel="epoch", ylabel=metric, title={"loss": "loss", "acc": "accuracy"}[metric])
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend()
-    fig.tight_layout()
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=80, metadata={"Software": None})  # no version stamp: stable bytes
+    save_png(fig, path, dpi=80)
 
 
 def _epoch_line(record: dict) -> str:
