@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -131,12 +132,12 @@ def _tree(root: int) -> dict[int, tuple[str, float]]:
     return out
 
 
-def du_gb(path: Path) -> float:
-    """Disk used under `path` (allocated blocks), GB."""
+def du_mb(path: Path) -> float:
+    """Disk used under `path` (allocated blocks), MB."""
     if not path.exists():
         return 0.0
     return round(sum(p.stat().st_blocks * 512 for p in path.rglob("*") if p.is_file() and not p.is_symlink())
-                 / 2**30, 3)
+                 / 2**20, 1)
 
 
 def report_images(folder: Path) -> list[dict[str, Any]]:
@@ -166,11 +167,10 @@ def counts(competition: Path) -> dict[str, int]:
 
 
 def machine() -> dict[str, Any]:
-    import torch
-
+    """The machine and its load now; the torch the kernels ran with."""
     return {"cpu_count": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()],
-            "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
+            "platform": platform.platform(), "python": platform.python_version(), "torch": version("torch"),
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
 
 
 def result(run: str, root: Path, scale: str, demo_s: float | None, reproduce_s: float, rss: dict[str, float],
@@ -185,7 +185,7 @@ def result(run: str, root: Path, scale: str, demo_s: float | None, reproduce_s: 
         seconds = float(state.get("seconds", 0.0))
         stages[name] = {"seconds": seconds, "complete": bool(state.get("complete")),
                         "steps_s": step_seconds(log, seconds), "progress_bars": progress_bars(log),
-                        "peak_rss_gb": rss.get(name), "outputs_gb": du_gb(stages_dir / name / "working")}
+                        "peak_rss_gb": rss.get(name), "outputs_mb": du_mb(stages_dir / name / "working")}
     images = report_images(stages_dir / "aggregate" / "working")
     host = machine()
     return {
@@ -195,8 +195,8 @@ def result(run: str, root: Path, scale: str, demo_s: float | None, reproduce_s: 
                    "note": "timm test_resnet (its smallest ResNet), 32 px, one epoch per model, one TTA view"},
         "exit_code": exit_code, "demo_data_s": demo_s, "reproduce_s": round(reproduce_s, 1),
         "stages": stages, "peak_rss_gb": {"host": rss.get("host"), **{s: rss.get(s) for s in STAGES}},
-        "disk_gb": {"data": du_gb(root), "scratch": du_gb(Path("runs") / run / "scratch"),
-                    "stage_outputs": du_gb(stages_dir)},
+        "disk_mb": {"data": du_mb(root), "scratch": du_mb(Path("runs") / run / "scratch"),
+                    "stage_outputs": du_mb(stages_dir)},
         "counts": counts(root / "iwildcam-2020-fgvc7") if (root / "iwildcam-2020-fgvc7").is_dir() else {},
         "report_images": images, "report_images_max_side": max((max(i["width"], i["height"]) for i in images),
                                                                default=0),
@@ -232,7 +232,7 @@ def main() -> None:
     sampler.done.set()
     sampler.join()
     out = result(run, root, args.scale, demo_s, time.perf_counter() - start, sampler.peak_gb, load_before, code)
-    print(json.dumps({k: out[k] for k in ("exit_code", "reproduce_s", "peak_rss_gb", "disk_gb")}, indent=2))
+    print(json.dumps({k: out[k] for k in ("exit_code", "reproduce_s", "peak_rss_gb", "disk_mb")}, indent=2))
     if args.out:
         write_json(args.out, out)
     sys.exit(code)
