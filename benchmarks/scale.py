@@ -24,7 +24,7 @@ import time
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from PIL import Image
 
@@ -205,6 +205,21 @@ def result(run: str, root: Path, scale: str, demo_s: float | None, reproduce_s: 
     }
 
 
+def relay(stream: IO[bytes], start: float) -> dict[str, float]:
+    """Copy the host's output to ours as it comes; return when it began checking the files (`preflight`) and
+    started the first kernel (perf_counter times)."""
+    marks: dict[str, float] = {}
+    for line in iter(stream.readline, b""):
+        sys.stdout.buffer.write(line)
+        sys.stdout.flush()
+        now = time.perf_counter()
+        if line.startswith(b"checking the competition files"):
+            marks.setdefault("preflight", now)
+        elif re.match(rb"\[\w+\] running iwc_", line):
+            marks.setdefault("first kernel", now)
+    return marks
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default="full", choices=["small", "medium", "full"])
@@ -225,13 +240,18 @@ def main() -> None:
     command = [*iwc, "reproduce", "--demo", "--scale", args.scale, "--data", str(root), "--run", run, "--force",
                *(a for s in TINY for a in ("--set", s))]
     start = time.perf_counter()
-    proc = subprocess.Popen(command)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     sampler = RssSampler(proc.pid)
     sampler.start()
+    marks = relay(proc.stdout, start)
     code = proc.wait()
     sampler.done.set()
     sampler.join()
     out = result(run, root, args.scale, demo_s, time.perf_counter() - start, sampler.peak_gb, load_before, code)
+    out["host_s"] = {"preflight": round(marks.get("first kernel", start) - marks.get("preflight", start), 1),
+                     "before the first kernel": round(marks.get("first kernel", start) - start, 1),
+                     "outside the stages": round(out["reproduce_s"] - sum(
+                         stage["seconds"] for stage in out["stages"].values()), 1)}
     print(json.dumps({k: out[k] for k in ("exit_code", "reproduce_s", "peak_rss_gb", "disk_mb")}, indent=2))
     if args.out:
         write_json(args.out, out)
