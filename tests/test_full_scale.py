@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 from pathlib import Path
 
@@ -112,3 +113,10 @@ def test_bench_json_records_stages_memory_disk_counts_images_and_machine(tmp_pat
     assert set(out["machine"]) >= {"cpu_count", "load_average", "load_average_before", "platform", "torch"}
     assert out["recipe"]["overrides"] == list(scale.TINY) and "test_resnet" in out["command"]
     assert (out["demo_data_s"], out["reproduce_s"], out["exit_code"], out["counts"]) == (1.5, 300.0, 0, {})
+
+
+def test_bench_relays_the_host_output_and_marks_its_preflight(capfdbinary) -> None:
+    output = b"reusing x\nchecking the competition files in x ...\n[full] running iwc_full.py (local)\nmore\n"
+    marks = _bench().relay(io.BytesIO(output), 0.0)
+    assert set(marks) == {"preflight", "first kernel"} and marks["preflight"] <= marks["first kernel"]
+    assert capfdbinary.readouterr().out == output
