@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from iwc.data.competition import Competition
+from iwc.errors import IwcError
 from iwc.host.synth import bulk, write_demo
 from iwc.host.synth.world import SCALES, Scale
 
@@ -65,6 +66,12 @@ def test_a_sample_of_the_full_scale_writes_small_real_shaped_files(tmp_path: Pat
     again = write_demo(tmp_path / "again", seed=1, scale="full", progress=False)
     for name in ("iwildcam2020_megadetector_results.json", "iwildcam2020_train_annotations.json"):
         assert (again.competition_dir / name).read_bytes() == (info.competition_dir / name).read_bytes()
+
+
+def test_full_scale_refuses_quirks_before_writing(tmp_path: Path) -> None:
+    with pytest.raises(IwcError, match=r"--quirks .* small and medium"):
+        write_demo(tmp_path / "demo", scale="full", quirks=True, progress=False)
+    assert not (tmp_path / "demo").exists()
 
 
 def _bench():
