@@ -158,6 +158,13 @@ submission_submit = _forward(_declared("kaggle", "submit"), [*IWC, "kaggle", "su
 data_demo = _forward(_declared("demo-data"), [*IWC, "demo-data"], "demo", derive={"out": _demo_out})
 
 
+@task(name="scale", help={"scale": "size of the synthetic competition: full (the real counts, default), medium "
+                                   "or small"})
+def bench_scale(c, scale="full"):
+    """`iwc reproduce` on the synthetic competition at the real size with a tiny recipe: per-step seconds, RSS, disk."""
+    _bench(c, "scale", "" if scale == "full" else f"--scale {scale}")
+
+
 @task(name="build", help={"owner": "your Kaggle user name (default: a placeholder)"})
 def kernels_build(c, owner=""):
     """Regenerate kernels/<stage>/ from the package and the reference recipe."""
@@ -255,7 +262,7 @@ weights_save = _forward(_declared("weights", "save"), [*IWC, "weights", "save"],
 kaggle_sandbox = _forward(_sandbox_parser(), [PY, "-m", "iwc.host.sandbox"], "sandbox")
 
 
-bench = Collection("bench", bench_aggregate, bench_crops, bench_pipeline, bench_gpu)
+bench = Collection("bench", bench_aggregate, bench_crops, bench_pipeline, bench_gpu, bench_scale)
 ns = Collection(reproduce, tune, lr_find, test, lint, bench, Collection("data", data_demo, data_download),
                 Collection("kernels", kernels_build, kernels_check, kernels_push, kernels_status, kernels_pull),
                 Collection("submission", submission_submit),

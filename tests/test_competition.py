@@ -13,6 +13,7 @@ from iwc.data.competition import (
     TRAIN_JSON,
     Competition,
     check_images,
+    check_megadetector,
     read_megadetector,
     read_sample_submission,
     read_test,
@@ -330,13 +331,23 @@ def test_megadetector_not_an_object_detection_is_dropped_and_logged(tmp_path, ca
     (lambda d: d.update(images=[{"file": "a\x00b.jpg", "detections": []}]),
      "images[0] (file 'a\\x00b.jpg'): field 'file' = 'a\\x00b.jpg': its stem 'a\\x00b' (the image id)"),
 ])
-def test_megadetector_structurally_broken_file_is_rejected(tmp_path, change, message):
+@pytest.mark.parametrize("reader", [read_megadetector, check_megadetector])
+def test_megadetector_structurally_broken_file_is_rejected(tmp_path, change, message, reader):
     data = md_data()
     change(data)
     file = write_json(tmp_path / MD_JSON, data)
     with pytest.raises(IwcError) as err:
-        read_megadetector(file)
+        reader(file)
     assert f"{file}: {message}" in str(err.value)
+
+
+def test_megadetector_check_reads_the_structure_not_the_boxes(tmp_path, monkeypatch):
+    """The host's pre-flight check: boxes that are no box are the crop stage's data issues, never an error."""
+    data = md_data()
+    data["images"][0]["detections"] = ["box", {"category": "1", "bbox": [0.1, "x", 0.2, 0.2], "conf": 2}]
+    file = write_json(tmp_path / MD_JSON, data)
+    monkeypatch.setattr("iwc.data.competition._detection_problems", lambda items: pytest.fail("read the boxes"))
+    assert check_megadetector(file) is None
 
 
 def test_megadetector_image_without_detections_list_is_an_error(tmp_path):

@@ -312,3 +312,18 @@ def test_draft_decodes_at_the_reduced_scale(originals, tmp_path, monkeypatch, dr
     monkeypatch.setattr(crops, "_decode", spy)
     extract_crops(_selection([("s", "img1", RED_BOX)]), originals, tmp_path, size=64, draft=draft, progress=False)
     assert sizes == [decoded]  # 400x300 px box at 1/4 is 100x75 >= 64; at 1/8 it would be too small
+
+
+def test_boxes_are_grouped_per_image_in_id_order_keeping_their_order():
+    """The grouping `extract_crops` hands to its workers: as a pandas groupby gives it, without its per-group cost."""
+    rng = np.random.default_rng(0)
+    image_ids = rng.choice(["b", "a", "c", "e"], 40)
+    selection = pd.DataFrame({"image_id": image_ids, "crop_id": [f"{i}_{k}" for k, i in enumerate(image_ids)],
+                              "conf": rng.random(40), **{c: rng.random(40) for c in "xywh"}})
+    expected = [(i, g["crop_id"].tolist(), g["conf"].to_numpy(), g[["x", "y", "w", "h"]].to_numpy())
+                for i, g in selection.groupby("image_id", sort=True)]
+    got = crops._per_image(selection)
+    assert [(i, c) for i, c, _, _ in got] == [(i, c) for i, c, _, _ in expected]
+    for (_, _, conf, box), (_, _, want_conf, want_box) in zip(got, expected, strict=True):
+        assert np.array_equal(conf, want_conf) and np.array_equal(box, want_box)
+    assert crops._per_image(selection.iloc[:0]) == []

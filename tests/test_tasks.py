@@ -11,9 +11,9 @@ from invoke import MockContext, Result
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ["reproduce", "tune", "lr-find", "test", "lint", "bench.aggregate", "bench.crops", "bench.pipeline",
-         "bench.gpu", "data.demo", "data.download", "kernels.build", "kernels.check", "kernels.push", "kernels.status",
-         "kernels.pull", "submission.submit", "weights.save", "docker.base", "docker.build", "docker.run",
-         "docker.lock", "kaggle.sandbox"]
+         "bench.gpu", "bench.scale", "data.demo", "data.download", "kernels.build", "kernels.check", "kernels.push",
+         "kernels.status", "kernels.pull", "submission.submit", "weights.save", "docker.base", "docker.build",
+         "docker.run", "docker.lock", "kaggle.sandbox"]
 
 
 def _invoke(*args: str) -> subprocess.CompletedProcess:
@@ -104,12 +104,17 @@ def test_collection_holds_exactly_the_documented_tasks():
     assert sorted(_load_tasks().ns.task_names) == sorted(TASKS)
 
 
-@pytest.mark.parametrize("name", ["aggregate", "crops", "pipeline", "gpu"])
+@pytest.mark.parametrize("name", ["aggregate", "crops", "pipeline", "gpu", "scale"])
 def test_bench_tasks_run_their_script_into_results(name):
     tasks = _load_tasks()
     (command,) = _commands(getattr(tasks, f"bench_{name}"))
     assert command == f"{sys.executable} benchmarks/{name}.py --out benchmarks/results/{name}.json"
     assert (ROOT / "benchmarks" / f"{name}.py").is_file()
+
+
+def test_bench_scale_passes_a_smaller_scale():
+    assert _commands(_load_tasks().bench_scale, scale="small") == [
+        f"{sys.executable} benchmarks/scale.py --out benchmarks/results/scale.json --scale small"]
 
 
 def test_data_demo_and_test_pass_their_options():

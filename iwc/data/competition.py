@@ -417,26 +417,8 @@ def read_megadetector(path: str | os.PathLike, issues: DataIssues | None = None,
     """
     path = Path(path)
     issues = DataIssues() if issues is None else issues
-    report = _Report(path)
-    data = _load_json(path)
-    all_images = _json_records(report, data, "images", idents=("id", "file"))
-    frame = all_images.frame
-    key = "id" if "id" in frame.columns or "file" not in frame.columns else "file"
-    failed = frame["failure"].notna().to_numpy() if "failure" in frame.columns else np.zeros(len(frame), bool)
-    all_names = all_images.field(key, NAME if key == "id" else ID)
-    images = all_images.subset(~failed)
-    lists = images.field("detections", LIST)
-    report.raise_if_any()
-    if key == "file":  # a path such as 'train/<id>.jpg': the id is the stem
-        stems = all_names.str.extract(r"([^/\\]+?)(?:\.[^./\\]*)?$")[0].fillna("")
-        all_images.flag(~_is_plain_name(stems), lambda r: f"field 'file' = {_show(frame.at[r, 'file'])}: its stem "
-                                                          f"{_show(stems.at[r])} (the image id) is not {NAME.text}")
-        report.raise_if_any()
-        all_names = stems.astype(str)
+    frame, failed, all_names, lists = _megadetector_images(path)
     names = all_names[~failed]
-    images.unique(names, "id" if key == "id" else "file stem")
-    report.raise_if_any()
-
     counts = lists.map(len).to_numpy()
     owner = np.repeat(names.to_numpy(), counts)
     nth = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
@@ -471,6 +453,36 @@ def read_megadetector(path: str | os.PathLike, issues: DataIssues | None = None,
         failures = dict(zip(all_names[failed], frame.loc[failed, "failure"], strict=True)) if failed.any() else {}
         _record_uncovered(issues, expected, set(names), failures)
     return out
+
+
+def check_megadetector(path: str | os.PathLike) -> None:
+    """What makes `read_megadetector` reject the file (IwcError), without reading its boxes: the host's check
+    before any stage runs. The boxes' row-by-row repairs (data issues, never an error) are the crop stage's."""
+    _megadetector_images(Path(path))
+
+
+def _megadetector_images(path: Path) -> tuple[pd.DataFrame, np.ndarray, pd.Series, pd.Series]:
+    """The MegaDetector file's images, checked as a structure: (one row per image, which carry a `failure`,
+    each image's id, the `detections` lists of those without one); IwcError when the structure is broken."""
+    report = _Report(path)
+    data = _load_json(path)
+    all_images = _json_records(report, data, "images", idents=("id", "file"))
+    frame = all_images.frame
+    key = "id" if "id" in frame.columns or "file" not in frame.columns else "file"
+    failed = frame["failure"].notna().to_numpy() if "failure" in frame.columns else np.zeros(len(frame), bool)
+    all_names = all_images.field(key, NAME if key == "id" else ID)
+    images = all_images.subset(~failed)
+    lists = images.field("detections", LIST)
+    report.raise_if_any()
+    if key == "file":  # a path such as 'train/<id>.jpg': the id is the stem
+        stems = all_names.str.extract(r"([^/\\]+?)(?:\.[^./\\]*)?$")[0].fillna("")
+        all_images.flag(~_is_plain_name(stems), lambda r: f"field 'file' = {_show(frame.at[r, 'file'])}: its stem "
+                                                          f"{_show(stems.at[r])} (the image id) is not {NAME.text}")
+        report.raise_if_any()
+        all_names = stems.astype(str)
+    images.unique(all_names[~failed], "id" if key == "id" else "file stem")
+    report.raise_if_any()
+    return frame, failed, all_names, lists
 
 
 def _detection_problems(items: list) -> np.ndarray:

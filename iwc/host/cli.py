@@ -314,7 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="folder to write")
     p.add_argument("--seed", type=_data_seed, default=0,
                    help="seed of the synthetic competition (>= 0; same seed, byte-identical files)")
-    p.add_argument("--scale", choices=["small", "medium"], default="medium")
+    p.add_argument("--scale", choices=["small", "medium", "full"], default="medium",
+                   help="small (tests), medium (the demo) or full (the real counts, images a few dozen px wide)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--quirks", action="store_true", help=QUIRKS_HELP)
 
@@ -351,7 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-seed", type=_data_seed, default=0, help="seed of the synthetic competition (with --demo)")
     p.add_argument("--quirks", action="store_true",
                    help=f"with --demo: {QUIRKS_HELP} (data in data/demo/<scale>-seed<N>-quirks)")
-    p.add_argument("--scale", choices=["small", "medium"], default="medium", help="size of the synthetic competition")
+    p.add_argument("--scale", choices=["small", "medium", "full"], default="medium",
+                   help="size of the synthetic competition (full: the real counts, tiny images)")
     p.add_argument("--seed", type=int, help="the recipe's seed (training, split, TTA)")
     p.add_argument("--run", type=_run_name,
                    help="run name: runs/<run>/ and submissions/<run>/ (default: the recipe name)")

@@ -9,7 +9,8 @@ a changed key starts the stage afresh (its image caches and crops in the run's s
 what is still valid is reused); `force` reruns every stage and clears the whole run's scratch.
 
 Around that: one run at a time per run folder (`runlock`); the competition files the pending stages read
-are checked here, with the kernels' own readers, before anything trains (`preflight`); a resumed stage
+are checked here, with the kernels' own readers, before anything trains (`preflight`; of the MegaDetector file its
+structure, which is all that can reject it: its boxes are read once, by the crop stage); a resumed stage
 appends to its log under a marked restart line and counts attempts and seconds across attempts (in
 `stage.json` and `run.json`); `submissions/<run>/` is assembled beside itself and swapped into place, so a
 failure leaves the previous one as it was.
@@ -29,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from iwc import layout
-from iwc.data.competition import MD_JSON, SAMPLE_CSV, TEST_JSON, TRAIN_JSON, Competition
+from iwc.data.competition import MD_JSON, SAMPLE_CSV, TEST_JSON, TRAIN_JSON, Competition, check_megadetector
 from iwc.data.issues import ISSUES_JSON, DataIssues
 from iwc.errors import IwcError
 from iwc.host import outputs
@@ -176,7 +177,9 @@ def preflight(competition: Path, resized: Path | None, stages: Iterable[StageSpe
                                    "data out as Kaggle's downloads do (the competition folder with train/ and test/, "
                                    "the resized dataset with 256_images/<split>/images/)")
     print(f"checking the competition files in {competition} ...")
-    Competition.load(competition, detections=any("detections" in spec.reads for spec in stages))
+    Competition.load(competition)
+    if any("detections" in spec.reads for spec in stages):  # its structure; the boxes are the crop stage's to read
+        check_megadetector(competition / MD_JSON)
 
 
 def _waves(specs: Mapping[str, StageSpec]) -> list[list[str]]:

@@ -9,16 +9,19 @@ import io
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
 from iwc.data.categories import EMPTY
 from iwc.data.competition import DATETIME_FORMAT, MD_JSON, SAMPLE_CSV, TEST_JSON, TRAIN_JSON
 from iwc.errors import IwcError
+from iwc.host.synth import bulk
 from iwc.host.synth.detector import CROP_THRESHOLD, has_crop
 from iwc.host.synth.folders import COMPETITION, GROUND_TRUTH, PLANTED_JSON, RESIZED
 from iwc.host.synth.quirks import QUIRK_STREAM, pick_ids, plant_defects, plant_quirks
@@ -89,6 +92,8 @@ def write_demo(out: str | os.PathLike, seed: int = 0, scale: str = "small", prog
         raise IwcError(f"unknown demo scale {scale!r}: use one of {sorted(SCALES)}")
     if not isinstance(seed, int) or seed < 0:
         raise IwcError(f"demo seed {seed!r} must be an integer >= 0")
+    if quirks and scale == "full":
+        raise IwcError("--quirks plants its defects in the small and medium demos: drop it with --scale full")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise IwcError(f"{out} is a file: give a folder for the demo competition")
@@ -99,8 +104,9 @@ def write_demo(out: str | os.PathLike, seed: int = 0, scale: str = "small", prog
     out.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(dir=out, prefix=".demo-"))
     try:
-        info = _build(stage, np.random.default_rng(seed), SCALES[scale], seed, scale, progress, quirks)
-        for p in parts:
+        build = _build_full if scale == "full" else _build
+        info = build(stage, np.random.default_rng(seed), SCALES[scale], seed, scale, progress, quirks)
+        for p in (p for p in parts if (stage / p).exists()):  # the full scale has no resized dataset
             if (out / p).exists():
                 (out / p).rmdir()
             os.replace(stage / p, out / p)
@@ -136,7 +142,11 @@ def _build(root: Path, rng: np.random.Generator, sc: Scale, seed: int, scale: st
         clean = [f for f in train + test if f.id not in {*missing, *corrupt, *omitted}]
         for reason, ids in plant_quirks(quirk_rng, root, clean, md_images, sample_ids).items():
             planted[reason] = tuple(sorted({*planted.get(reason, ()), *ids}))
-    _write_metadata(rng, root, train, test, md_images, sample_ids,
+    annotations = [{"id": uid(rng), "image_id": f.id, "category_id": f.category_id, "count": len(f.actors)}
+                   for f in train]
+    _write_metadata(root, _categories(train), [_image_record(f) for f in train], annotations,
+                    [_image_record(f) for f in test], md_images, sample_ids,
+                    [(f.id, f.category_id) for f in test],
                     f"scale {scale}, seed {seed}{', with quirks' if quirks else ''}")
     planted = {reason: ids for reason, ids in planted.items() if ids}
     write_json(root / GROUND_TRUTH / PLANTED_JSON, {
@@ -166,25 +176,51 @@ def _write_images(rng: np.random.Generator, root: Path, f: Frame, gray_nights: b
     return {"id": f.id, "max_detection_conf": boxes[0]["conf"] if boxes else 0.0, "detections": boxes}
 
 
-def _write_metadata(rng: np.random.Generator, root: Path, train: list[Frame], test: list[Frame],
-                    md_images: list[dict], sample_ids: list[str], about: str) -> None:
+def _write_metadata(root: Path, categories: list[dict], train: list[dict], annotations: list[dict],
+                    test: list[dict], md_images: list[dict], sample_ids: list[str], truth: list[tuple[str, int]],
+                    about: str, dump: Callable[[Path, object], None] = write_json) -> None:
+    """The competition's four metadata files and the true test labels; `dump` writes each JSON file."""
     comp = root / COMPETITION
     info = {"year": "2020", "version": "1.0", "contributor": "iwc demo-data (synthetic)",
             "description": f"Synthetic miniature of the iWildCam 2020 data, {about}"}
-    categories = _categories(train)
-    write_json(comp / TRAIN_JSON, {
-        "info": info, "categories": categories, "images": [_image_record(f) for f in train],
-        "annotations": [{"id": uid(rng), "image_id": f.id, "category_id": f.category_id,
-                         "count": len(f.actors)} for f in train]})
-    write_json(comp / TEST_JSON, {"info": info, "categories": categories,
-                                  "images": [_image_record(f) for f in test]})
-    write_json(comp / MD_JSON, {
+    dump(comp / TRAIN_JSON, {"info": info, "categories": categories, "images": train, "annotations": annotations})
+    dump(comp / TEST_JSON, {"info": info, "categories": categories, "images": test})
+    dump(comp / MD_JSON, {
         "info": {"detector": "synthetic_megadetector_v3", "detection_completion_time": "2020-01-10 08:47:59",
                  "format_version": "1.0"},
         "images": md_images, "detection_categories": {"1": "animal", "2": "person"}})
     write_text(comp / SAMPLE_CSV, "Id,Category\n" + "".join(f"{i},{EMPTY}\n" for i in sample_ids))
-    write_text(root / GROUND_TRUTH / "test_labels.csv",
-               "Id,Category\n" + "".join(f"{f.id},{f.category_id}\n" for f in test))
+    write_text(root / GROUND_TRUTH / "test_labels.csv", "Id,Category\n" + "".join(f"{i},{c}\n" for i, c in truth))
+
+
+def _build_full(root: Path, rng: np.random.Generator, sc: Scale, seed: int, scale: str, progress: bool,
+                quirks: bool) -> DemoInfo:
+    """The full-size competition (`bulk`): the real counts, tiny originals, no resized dataset."""
+    plan = bulk.plan_bulk(rng, sc)
+    bulk.write_images(rng, root, plan, progress)
+    columns = ["id", "file_name", "location", "seq_id", "seq_num_frames", "frame_num", "datetime", "width", "height"]
+
+    def records(frame: pd.DataFrame) -> list[dict]:
+        return frame.assign(file_name=frame["id"] + ".jpg")[columns].to_dict("records")
+
+    train_ids = plan.train["id"].tolist()
+    annotations = [{"id": a, "image_id": i, "category_id": c, "count": 1}
+                   for a, i, c in zip([uid(rng) for _ in train_ids], train_ids,
+                                      plan.train["category_id"].tolist(), strict=True)]
+    omitted = set(plan.undecodable)
+    test_ids = plan.test["id"].tolist()
+    _write_metadata(root, plan.categories, records(plan.train), annotations, records(plan.test), bulk.md_images(plan),
+                    [i for i in test_ids if i not in omitted], list(zip(test_ids, plan.test["category_id"].tolist(),
+                                                                        strict=True)),
+                    f"scale {scale}, seed {seed}", dump=lambda path, obj: write_text(path, bulk.metadata_json(obj)))
+    planted = {"unreadable": tuple(sorted(plan.corrupt + plan.undecodable)), "not_in_sample": plan.undecodable}
+    write_json(root / GROUND_TRUTH / PLANTED_JSON, {
+        "data_issues": planted, "grayscale": [],
+        "note": "data issues a run must report, by reason (iwc/data/issues.py); no resized dataset at this scale"})
+    locations = (tuple(sorted(plan.train["location"].unique().tolist())),
+                 tuple(sorted(plan.test["location"].unique().tolist())))
+    return DemoInfo(root, seed, scale, len(plan.train), len(plan.test), *locations, (), plan.corrupt,
+                    plan.undecodable, False, planted)
 
 
 def _categories(train: list[Frame]) -> list[dict]:
