@@ -1,13 +1,49 @@
-"""Shared fixtures: one small synthetic competition per test session."""
+"""Shared fixtures: one small synthetic competition per test session, and one shrunk end-to-end run on it."""
 
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from iwc.host.pipeline import RunResult, reproduce
 from iwc.host.synth import DemoInfo, write_demo
+from iwc.recipe import load_recipe
 
 
 @pytest.fixture(scope="session")
 def small_demo(tmp_path_factory: pytest.TempPathFactory) -> DemoInfo:
     """The `small` synthetic competition (seed 0), written once; treat it as read-only."""
     return write_demo(Path(tmp_path_factory.mktemp("demo")) / "data", seed=0, scale="small", progress=False)
+
+
+@dataclass(frozen=True)
+class TinyRun:
+    """A finished `reproduce` of the demo recipe shrunk by `test_reproduce.TINY` on `small_demo` (local backend,
+    with the test labels): its `run_dir`, what `reproduce` returned (`result.submission_dir` is its submission
+    folder) and its `submission.csv` bytes."""
+
+    run_dir: Path
+    result: RunResult
+    submission: bytes
+
+    def copy(self, run_dir: Path, submission_dir: Path | None = None) -> None:
+        """Copy the run folder (and the submission folder, when given) to where a test changes or reruns it.
+
+        A stage's cache key holds no path of the run, and its outputs are checked by content: in the copy every
+        stage of the same recipe is unchanged."""
+        shutil.copytree(self.run_dir, run_dir, symlinks=True)
+        if submission_dir is not None:
+            shutil.copytree(self.result.submission_dir, submission_dir, symlinks=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(small_demo: DemoInfo, tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
+    """The shrunk demo run, made once for the session; read-only: a test that changes it works on `.copy(...)`."""
+    from test_reproduce import TINY  # the shrink the end-to-end tests share
+
+    base = tmp_path_factory.mktemp("tiny-run")
+    result = reproduce(small_demo.root, load_recipe("demo", TINY), base / "runs" / "tiny",
+                       base / "submissions" / "tiny", truth=small_demo.ground_truth)
+    assert result.ran == ["full", "crop", "aggregate"] and result.skipped == []
+    return TinyRun(base / "runs" / "tiny", result, (result.submission_dir / "submission.csv").read_bytes())

@@ -36,8 +36,9 @@ DATETIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}$")
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoInfo:
-    return write_demo(tmp_path_factory.mktemp("demo"), seed=0, scale="small", progress=False)
+def demo(small_demo: DemoInfo) -> DemoInfo:
+    """The session's small seed-0 demo: `write_demo(folder, seed=0, scale="small")`."""
+    return small_demo
 
 
 @pytest.fixture(scope="module")
