@@ -47,3 +47,17 @@ def tiny_run(small_demo: DemoInfo, tmp_path_factory: pytest.TempPathFactory) -> 
                        base / "submissions" / "tiny", truth=small_demo.ground_truth)
     assert result.ran == ["full", "crop", "aggregate"] and result.skipped == []
     return TinyRun(base / "runs" / "tiny", result, (result.submission_dir / "submission.csv").read_bytes())
+
+
+@pytest.fixture
+def quick_kaggle_polls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kaggle clients made in this process without their own poll times poll every 0.1 s (growing to 0.5 s), not every
+    5 s (to 60 s): the sandbox answers by the number of polls, so the default waits only cost time."""
+    from iwc.host.kaggle_client import KaggleClient
+
+    init = KaggleClient.__init__
+
+    def quick(self: KaggleClient, progress: bool = True, poll_s: float = 0.1, max_poll_s: float = 0.5) -> None:
+        init(self, progress, poll_s, max_poll_s)
+
+    monkeypatch.setattr(KaggleClient, "__init__", quick)

@@ -133,8 +133,8 @@ def sandbox(small_demo, tmp_path_factory):
 
 
 @pytest.fixture
-def kaggle_env(sandbox, home, monkeypatch):
-    """This process talks to the sandbox with its made-up token."""
+def kaggle_env(sandbox, home, monkeypatch, quick_kaggle_polls):
+    """This process talks to the sandbox with its made-up token (polling it quickly)."""
     for name, value in sandbox.env.items():
         monkeypatch.setenv(name, value)
     return sandbox
