@@ -17,6 +17,13 @@ def small_demo(tmp_path_factory: pytest.TempPathFactory) -> DemoInfo:
     return write_demo(Path(tmp_path_factory.mktemp("demo")) / "data", seed=0, scale="small", progress=False)
 
 
+@pytest.fixture(scope="session")
+def quirky_demo(tmp_path_factory: pytest.TempPathFactory) -> DemoInfo:
+    """The same competition with the real files' quirks planted (`quirks=True`), written once; read-only."""
+    return write_demo(Path(tmp_path_factory.mktemp("quirks")) / "data", seed=0, scale="small", progress=False,
+                      quirks=True)
+
+
 @dataclass(frozen=True)
 class TinyRun:
     """A finished `reproduce` of the demo recipe shrunk by `test_reproduce.TINY` on `small_demo` (local backend,
