@@ -1,5 +1,6 @@
 """Shared fixtures: one small synthetic competition per test session, and one shrunk end-to-end run on it."""
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 from iwc.host.pipeline import RunResult, reproduce
 from iwc.host.synth import DemoInfo, write_demo
 from iwc.recipe import load_recipe
+from iwc.train.fit import CHECKPOINT
 
 
 @pytest.fixture(scope="session")
@@ -38,10 +40,18 @@ class TinyRun:
         """Copy the run folder (and the submission folder, when given) to where a test changes or reruns it.
 
         A stage's cache key holds no path of the run, and its outputs are checked by content: in the copy every
-        stage of the same recipe is unchanged."""
-        shutil.copytree(self.run_dir, run_dir, symlinks=True)
+        stage of the same recipe is unchanged. Checkpoints (128 MB a model stage) are hard links: a stage only ever
+        replaces one whole (atomic_write renames), never writes into it."""
+        shutil.copytree(self.run_dir, run_dir, symlinks=True, copy_function=_copy_or_link_checkpoint)
         if submission_dir is not None:
             shutil.copytree(self.result.submission_dir, submission_dir, symlinks=True)
+
+
+def _copy_or_link_checkpoint(src: str, dst: str) -> None:
+    if Path(src).name == CHECKPOINT:
+        os.link(src, dst)
+    else:
+        shutil.copy2(src, dst)
 
 
 @pytest.fixture(scope="session")
