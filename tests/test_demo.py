@@ -26,6 +26,7 @@ from iwc.data.competition import (
     check_images,
 )
 from iwc.errors import IwcError
+from iwc.host.cli import main
 from iwc.host.synth import DemoInfo, demo_root, write_demo
 from iwc.host.synth.world import HUMAN
 from iwc.io import sha256_file
@@ -36,8 +37,9 @@ DATETIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}$")
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoInfo:
-    return write_demo(tmp_path_factory.mktemp("demo"), seed=0, scale="small", progress=False)
+def demo(small_demo: DemoInfo) -> DemoInfo:
+    """The session's small seed-0 demo: `write_demo(folder, seed=0, scale="small")`."""
+    return small_demo
 
 
 @pytest.fixture(scope="module")
@@ -281,8 +283,9 @@ def test_the_plain_demo_records_its_planted_defects(demo: DemoInfo) -> None:
 
 
 @pytest.fixture(scope="module")
-def quirky(tmp_path_factory: pytest.TempPathFactory) -> DemoInfo:
-    return write_demo(tmp_path_factory.mktemp("quirks"), seed=0, scale="small", progress=False, quirks=True)
+def quirky(quirky_demo: DemoInfo) -> DemoInfo:
+    """The session's quirks demo: `write_demo(folder, seed=0, scale="small", quirks=True)`."""
+    return quirky_demo
 
 
 def test_quirks_have_their_own_folder_and_keep_the_plain_demo_underneath(demo: DemoInfo, quirky: DemoInfo,
@@ -297,8 +300,11 @@ def test_quirks_have_their_own_folder_and_keep_the_plain_demo_underneath(demo: D
     same = {k for k in plain.keys() & quirks.keys() if plain[k] == quirks[k]}
     assert len(same) > len(plain) / 2  # the same images: quirks change only what they plant
     assert f"iwildcam-2020-fgvc7/{TRAIN_JSON}" not in same and "ground_truth/test_labels.csv" in same
-    again = write_demo(tmp_path / "again", seed=0, scale="small", progress=False, quirks=True)
-    assert _tree(again.root) == quirks and again.planted == quirky.planted
+    # `iwc demo-data --quirks` (seed 0 by default) writes the same bytes, and its record is what write_demo returned
+    assert main(["demo-data", str(tmp_path / "again"), "--scale", "small", "--quirks", "--quiet"]) == 0
+    assert _tree(tmp_path / "again") == quirks
+    again = json.loads((tmp_path / "again" / quirky.planted_file.relative_to(quirky.root)).read_text())
+    assert again["data_issues"] == {k: list(v) for k, v in quirky.planted.items()}
     assert "quirks" in quirky.summary()
 
 

@@ -2,8 +2,8 @@
 
 No Docker engine is reachable here. The commands are checked as recorded argument lists, and a fake
 `docker` on PATH stands in for the engine: it records every call and runs `docker run` by binding the
-mounts it is given (as symlinks) and running the kernel file with only the `--env` it is given, so an end
-to end run proves that the mounts are all the kernel needs.
+mounts it is given (as symlinks) and running the kernel file with only the `--env` it is given (and one CPU
+thread), so an end to end run proves that the mounts are all the kernel needs.
 """
 
 import json
@@ -49,7 +49,8 @@ SECRETS = {"KAGGLE_KEY": "fake-key-7c1e9d", "KAGGLE_API_TOKEN": "fake-token-52ab
 
 FAKE_DOCKER = r'''#!{python}
 """A stand-in for the docker CLI: records each call, answers `info` / `image inspect` / `rm`, and runs
-`docker run` with its bind mounts as symlinks under a fresh root and only its `--env` as environment."""
+`docker run` with its bind mounts as symlinks under a fresh root and only its `--env` as environment (and
+OMP_NUM_THREADS=1 unless given)."""
 import csv, json, os, subprocess, sys, tempfile
 from pathlib import Path
 
@@ -85,6 +86,7 @@ while args[i].startswith("--"):
         workdir = inside(value)
 image, program, script = args[i:]
 env |= {{"IWC_INPUT_ROOT": inside("/kaggle/input"), "IWC_WORKING_DIR": inside("/kaggle/working")}}
+env.setdefault("OMP_NUM_THREADS", "1")  # one CPU thread: torch's default of one per core crawls on a busy machine
 if os.environ.get("FAKE_DOCKER_EXIT"):
     print("hello from the container")
     sys.exit(int(os.environ["FAKE_DOCKER_EXIT"]))

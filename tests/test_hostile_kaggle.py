@@ -133,8 +133,8 @@ def sandbox(small_demo, tmp_path_factory):
 
 
 @pytest.fixture
-def kaggle_env(sandbox, home, monkeypatch):
-    """This process talks to the sandbox with its made-up token."""
+def kaggle_env(sandbox, home, monkeypatch, quick_kaggle_polls):
+    """This process talks to the sandbox with its made-up token (polling it quickly)."""
     for name, value in sandbox.env.items():
         monkeypatch.setenv(name, value)
     return sandbox
@@ -204,9 +204,11 @@ def test_a_damaged_record_is_one_line_and_is_left_alone(kaggle_env, small_demo, 
 
 
 @pytest.mark.slow
-def test_a_rerun_of_reproduce_submit_does_not_submit_the_same_result_again(kaggle_env, small_demo, tmp_path, capsys):
+def test_a_rerun_of_reproduce_submit_does_not_submit_the_same_result_again(kaggle_env, small_demo, tiny_run, tmp_path,
+                                                                         capsys):
     argv = ["reproduce", "--data", str(small_demo.root), "--recipe", "demo", "--run", "twice", "--submit",
             *[w for s in TINY for w in ("--set", s)]]
+    tiny_run.copy(tmp_path / "runs" / "twice")  # its stages, already run: the first command assembles and submits
     made = len(kaggle_env.submissions)
     assert _run(argv) == 0, capsys.readouterr().err
     capsys.readouterr()

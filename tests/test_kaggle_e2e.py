@@ -16,7 +16,6 @@ import pytest
 from test_reproduce import TINY
 
 from iwc.host.bundle import METADATA_FILE, build_kernels
-from iwc.host.pipeline import reproduce
 from iwc.host.sandbox.server import Sandbox
 from iwc.recipe import load_recipe
 from iwc.stages import stage_specs
@@ -34,11 +33,9 @@ SENT = {"slug": "id", "newTitle": "title", "language": "language", "kernelType":
 
 
 @pytest.fixture(scope="module")
-def local(small_demo, tmp_path_factory):
-    """The same recipe and seed through the local backend: its submission.csv bytes."""
-    tmp = tmp_path_factory.mktemp("kaggle-e2e-local")
-    result = reproduce(small_demo.root, load_recipe("demo", TINY), tmp / "runs" / "k", tmp / "submissions" / "k")
-    return (result.submission_dir / "submission.csv").read_bytes()
+def local(tiny_run):
+    """The same recipe and seed through the local backend (the session's shrunk run): its submission.csv bytes."""
+    return tiny_run.submission
 
 
 @pytest.fixture(scope="module")

@@ -49,8 +49,8 @@ def sandbox(small_demo, base):
 
 
 @pytest.fixture
-def env(sandbox, base, monkeypatch):
-    """This process talks to the sandbox with its token (no credential of the machine is read)."""
+def env(sandbox, base, monkeypatch, quick_kaggle_polls):
+    """This process talks to the sandbox with its token (no credential of the machine is read), polling it quickly."""
     for name in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY"):
         monkeypatch.delenv(name, raising=False)
     for name, value in sandbox.env.items():

@@ -23,9 +23,11 @@ from iwc.submission import validate_file
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(quirky_demo, tmp_path_factory):
+    """The session's quirks demo (`iwc demo-data --scale small --quirks`: test_demo shows they are the same bytes)
+    as `tmp / "data"`, and one shrunk run on it."""
     tmp = tmp_path_factory.mktemp("quirks")
-    assert main(["demo-data", str(tmp / "data"), "--scale", "small", "--quirks", "--quiet"]) == 0
+    (tmp / "data").symlink_to(quirky_demo.root, target_is_directory=True)
     planted = json.loads((tmp / "data" / "ground_truth" / "data_issues.json").read_text())["data_issues"]
     result = reproduce(tmp / "data", load_recipe("demo", TINY), tmp / "runs" / "q", tmp / "submissions" / "q",
                        truth=tmp / "data" / "ground_truth" / "test_labels.csv")

@@ -57,12 +57,14 @@ def stage_line(stdout: str) -> str:
     return next(line for line in stdout.splitlines() if line.startswith("stages run:"))
 
 
-def test_a_recipe_file_that_adds_a_third_model_runs_with_no_code_change(small_demo, tmp_path):
+def test_a_recipe_file_that_adds_a_third_model_runs_with_no_code_change(small_demo, tiny_run, tmp_path):
     recipe = tmp_path / "three.toml"
     recipe.write_text(THIRD_MODEL)
+    tiny_run.copy(tmp_path / "runs" / "three")  # full and crop as the two-model recipe ran them
     done = iwc(tmp_path, "reproduce", "--demo", "--data", str(small_demo.root), "--recipe", str(recipe),
                *tiny(("full", "crop", "crop2")))
-    assert stage_line(done.stdout) == "stages run: full, crop, crop2, aggregate; skipped (unchanged): none"
+    # the added model leaves the others' keys alone: only it and the aggregator, which reads it, run
+    assert stage_line(done.stdout) == "stages run: crop2, aggregate; skipped (unchanged): full, crop"
     kernels = tmp_path / "runs" / "three" / "kernels"
     assert sorted(p.name for p in kernels.iterdir()) == ["aggregate", "crop", "crop2", "full"]
     meta = json.loads((kernels / "aggregate" / "kernel-metadata.json").read_text())
@@ -85,12 +87,14 @@ def test_a_recipe_file_that_adds_a_third_model_runs_with_no_code_change(small_de
     assert (out / "crop2_training_curves.png").is_file()
 
 
-def test_each_stage_reruns_exactly_when_the_code_its_kernel_runs_changed(small_demo, tmp_path):
+def test_each_stage_reruns_exactly_when_the_code_its_kernel_runs_changed(small_demo, tiny_run, tmp_path):
     copy = tmp_path / "code"
     shutil.copytree(PACKAGE_DIR, copy / "iwc", ignore=shutil.ignore_patterns("__pycache__"))
     args = ("reproduce", "--demo", "--data", str(small_demo.root), *tiny(("full", "crop")))
+    tiny_run.copy(tmp_path / "runs" / "demo")  # the same recipe, run by this checkout's package
     first = iwc(tmp_path, *args, package_parent=copy)
-    assert stage_line(first.stdout) == "stages run: full, crop, aggregate; skipped (unchanged): none"
+    # the copy's code is the same code: the key is of the sources, not of where they lie
+    assert stage_line(first.stdout) == "stages run: none; skipped (unchanged): full, crop, aggregate"
     manifest = json.loads((tmp_path / "runs" / "demo" / "stages" / "full" / "working" /
                            "full.manifest.json").read_text())
     assert "train/fit.py" in manifest["code"]["files"] and "report.py" not in manifest["code"]["files"]

@@ -44,9 +44,13 @@ def test_strong_demo_has_the_same_structure_at_demo_sizes(capsys):
 
 
 @pytest.fixture(scope="module")
-def strong_run(small_demo, tmp_path_factory):
-    """`iwc reproduce --demo --scale small --recipe strong-demo` (shrunk), run in a folder of its own."""
+def strong_run(small_demo, tiny_run, tmp_path_factory):
+    """`iwc reproduce --demo --scale small --recipe strong-demo` (shrunk), run in a folder of its own.
+
+    Its full model, shrunk, is the demo's: the session's shrunk demo run seeds the run folder, so that stage is
+    not trained twice (the others' keys differ: they run)."""
     tmp = tmp_path_factory.mktemp("strong")
+    tiny_run.copy(tmp / "runs" / "strong-demo")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(tmp)
         code = main(["reproduce", "--demo", "--scale", "small", "--data", str(small_demo.root),
