@@ -11,10 +11,12 @@ import pytest
 from iwc.errors import IwcError
 from iwc.host.kaggle_client import (
     OUTPUT_LISTING_LIMIT,
+    POLL_ENV,
     KaggleClient,
     OutputFile,
     _safe_relative,
     log_lines,
+    poll_from_env,
     read_kernel_metadata,
 )
 
@@ -130,3 +132,14 @@ def test_kernel_metadata_code_file_must_name_a_file_in_the_kernel_folder(tmp_pat
     (folder / "kernel-metadata.json").write_text(json.dumps(meta))
     with pytest.raises(IwcError, match=r"kernel-metadata.json: code_file: .* is not a plain file name"):
         read_kernel_metadata(folder)
+
+
+def test_iwc_kaggle_poll_s_fixes_the_wait_between_polls_and_a_bad_value_is_one_line(monkeypatch):
+    monkeypatch.setenv(POLL_ENV, "0.5")
+    assert poll_from_env() == 0.5
+    monkeypatch.delenv(POLL_ENV)
+    assert poll_from_env() is None
+    for bad in ("soon", "0", "-1", "nan", "601"):
+        monkeypatch.setenv(POLL_ENV, bad)
+        with pytest.raises(IwcError, match=f"{POLL_ENV}='{bad}': give the seconds"):
+            poll_from_env()

@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import quote
 
 from iwc.errors import IwcError
-from iwc.host.kaggle_client import OUTPUT_LISTING_LIMIT
+from iwc.host.kaggle_client import OUTPUT_LISTING_LIMIT, POLL_ENV
 from iwc.host.sandbox.faults import Faults
 from iwc.host.sandbox.http import ApiError, Link, Redirect, SandboxServer, basic_credentials
 from iwc.host.sandbox.kernels import FINISHED, KernelStore, Version
@@ -39,6 +39,7 @@ DAILY_SUBMISSIONS = 5
 STORED = (".jpg", ".jpeg", ".png", ".zip")  # compressed already: zipped without deflate
 WORKDIR_MARKER = ".iwc-kaggle-sandbox"
 STATE_DIRS = ("kernels", "zips", "uploads", "config")
+SANDBOX_POLL_S = "0.5"  # what a client here waits between status polls (`POLL_ENV`)
 
 Handler = Callable[[dict[str, Any], str], "dict[str, Any] | Redirect"]
 
@@ -127,14 +128,15 @@ class Sandbox:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def client_env(self, auth: str = "token") -> dict[str, str]:
-        """Environment variables that send the real client here: `auth` "token" (bearer) or "legacy" (basic)."""
+        """Environment variables that send the real client here: `auth` "token" (bearer) or "legacy" (basic); iwc's
+        client polls a kernel's status every `SANDBOX_POLL_S` seconds (a sandbox answers at once)."""
         if auth not in ("token", "legacy"):
             raise IwcError(f"auth must be 'token' or 'legacy', not {auth!r}")
         credential = ({"KAGGLE_API_TOKEN": self.token} if auth == "token"
                       else {"KAGGLE_USERNAME": self.owner, "KAGGLE_KEY": self.key})
         proxies = {name: self.url for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy")}
         return {"KAGGLE_API_ENVIRONMENT": "LOCALHOST", **proxies, "NO_PROXY": "", "no_proxy": "",
-                "KAGGLE_CONFIG_DIR": str(self.workdir / "config"), **credential}
+                "KAGGLE_CONFIG_DIR": str(self.workdir / "config"), POLL_ENV: SANDBOX_POLL_S, **credential}
 
     @property
     def env(self) -> dict[str, str]:
