@@ -78,3 +78,15 @@ def quick_kaggle_polls(monkeypatch: pytest.MonkeyPatch) -> None:
         init(self, progress, poll_s, max_poll_s)
 
     monkeypatch.setattr(KaggleClient, "__init__", quick)
+
+
+def talk_to_sandbox(monkeypatch: pytest.MonkeyPatch, sandbox, home: Path) -> None:
+    """Point this process's Kaggle client at `sandbox` with its made-up token: no credential of the machine is read,
+    and `home` stands in for the user's home folder."""
+    from iwc.host.sandbox.server import CREDENTIAL_VARS
+
+    for name in CREDENTIAL_VARS:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in sandbox.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("HOME", str(home))

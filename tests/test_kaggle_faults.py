@@ -9,6 +9,7 @@ import json
 
 import pandas as pd
 import pytest
+from conftest import talk_to_sandbox
 
 from iwc.errors import IwcError
 from iwc.host.backends.base import KernelRun
@@ -51,11 +52,7 @@ def sandbox(small_demo, base):
 @pytest.fixture
 def env(sandbox, base, monkeypatch, quick_kaggle_polls):
     """This process talks to the sandbox with its token (no credential of the machine is read), polling it quickly."""
-    for name in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in sandbox.env.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("HOME", str(base / "home"))
+    talk_to_sandbox(monkeypatch, sandbox, base / "home")
     return sandbox
 
 

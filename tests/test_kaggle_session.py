@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+from conftest import talk_to_sandbox
 from test_kaggle_faults import fake_job
 from test_reproduce import TINY
 
@@ -60,11 +61,7 @@ def sandbox(small_demo, base):
 
 @pytest.fixture
 def env(sandbox, base, monkeypatch):
-    for name in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in sandbox.env.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("HOME", str(base / "home"))
+    talk_to_sandbox(monkeypatch, sandbox, base / "home")
     return sandbox
 
 
