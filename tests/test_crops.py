@@ -299,18 +299,19 @@ def test_a_crop_without_its_key_or_from_a_changed_original_is_cut_again(original
     assert gone.failed == ["img1"] and gone.index.empty
 
 
+@pytest.mark.parametrize("band", [True, False])
 @pytest.mark.parametrize(("draft", "decoded"), [(True, (500, 375)), (False, (WIDTH, HEIGHT))])
-def test_draft_decodes_at_the_reduced_scale(originals, tmp_path, monkeypatch, draft, decoded):
+def test_draft_decodes_at_the_reduced_scale(originals, tmp_path, monkeypatch, draft, decoded, band):
     sizes = []
-    decode = crops._decode
+    region = crops._region
 
-    def spy(*args):
-        img = decode(*args)
-        sizes.append(img.size)
-        return img
+    def spy(box, size, extent):
+        sizes.append(extent)
+        return region(box, size, extent)
 
-    monkeypatch.setattr(crops, "_decode", spy)
-    extract_crops(_selection([("s", "img1", RED_BOX)]), originals, tmp_path, size=64, draft=draft, progress=False)
+    monkeypatch.setattr(crops, "_region", spy)
+    extract_crops(_selection([("s", "img1", RED_BOX)]), originals, tmp_path, size=64, draft=draft, progress=False,
+                  band=band)
     assert sizes == [decoded]  # 400x300 px box at 1/4 is 100x75 >= 64; at 1/8 it would be too small
 
 

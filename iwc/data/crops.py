@@ -2,7 +2,8 @@
 
 `select_boxes` picks which animal boxes become crops; `box_to_pixels` maps a normalized box onto an
 image; `extract_crops` cuts, resizes and writes the crops, decoding each original once and, when the
-boxes allow, at a reduced JPEG scale (PIL draft mode: the decoder skips most of the work). Each crop
+boxes allow, at a reduced JPEG scale (PIL draft mode: the decoder skips most of the work), and where the band
+decoder is built only the rows its boxes need (`jpeg_region`). Each crop
 carries its content key (`crop_key`) in its JPEG comment, so a rerun reuses exactly the crops whose box,
 settings and original are unchanged and cuts the others again.
 """
@@ -21,6 +22,7 @@ import pandas as pd
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
+from iwc.data import jpeg_region
 from iwc.data.decode import Unreadable, opened, to_rgb
 from iwc.data.scratch import require_free
 from iwc.errors import IwcError
@@ -34,6 +36,7 @@ JPEG_QUALITY = 95
 KEY_COMMENT = b"iwc-crop-key "  # JPEG comment of a crop: this prefix + its content key
 _ORIENTATION = 0x0112  # EXIF tag
 _SWAPS_AXES = {5, 6, 7, 8}  # EXIF orientations that turn the image by 90 degrees
+_MOVES = range(2, 9)  # EXIF orientations that move pixels (ImageOps.exif_transpose ignores any other value)
 
 Box = Sequence[float]  # normalized [x, y, w, h], top-left origin
 
@@ -127,12 +130,15 @@ def extract_crops(
     draft: bool = True,
     progress: bool = True,
     workers: int | None = None,
+    band: bool = True,
 ) -> CropResult:
     """Cut each selected box from `image_dir/<image_id>.jpg`, squash it to size x size, and write it to
     `out_dir/<crop_id>.jpg` (fixed JPEG quality, atomically).
 
     Boxes are mapped onto the image as decoded (EXIF orientation applied), never onto JSON metadata.
-    `draft=True` decodes at the largest JPEG reduction that keeps every box of the image >= `size` px.
+    `draft=True` decodes at the largest JPEG reduction that keeps every box of the image >= `size` px;
+    `band=True` decodes only the rows the boxes need where the band decoder is built (`jpeg_region`: the same
+    pixels, so the same crops either way).
     A crop already in `out_dir` is reused only when its stored `crop_key` matches (same box, settings and
     original); any other is cut again. Missing or undecodable originals are listed in `CropResult.failed`;
     their crops are skipped. Images are cut on `workers` threads (default: every core; PIL decodes, resizes
@@ -148,7 +154,8 @@ def extract_crops(
     reused = 0
 
     def cut(group: tuple[str, list, np.ndarray, np.ndarray]) -> tuple[list, bool, int]:
-        return _cut_image(*group, image_dir=image_dir, out_dir=out_dir, size=size, margin=margin, draft=draft)
+        return _cut_image(*group, image_dir=image_dir, out_dir=out_dir, size=size, margin=margin, draft=draft,
+                          band=band)
 
     bar = tqdm(total=len(groups), desc="crops", unit="img", disable=not progress)
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool, bar:
@@ -182,7 +189,7 @@ def _per_image(selection: pd.DataFrame) -> list[tuple[str, list, np.ndarray, np.
 
 
 def _cut_image(image_id: str, crop_ids: list, confs: np.ndarray, bboxes: np.ndarray, *, image_dir: Path,
-               out_dir: Path, size: int, margin: float, draft: bool) -> tuple[list, bool, int]:
+               out_dir: Path, size: int, margin: float, draft: bool, band: bool) -> tuple[list, bool, int]:
     """One original's crops: (index rows, whether the original was readable, crops reused)."""
     paths = [child_path(out_dir, f"{crop_id}.jpg", f"crop id {crop_id!r}") for crop_id in crop_ids]
     original = child_path(image_dir, f"{image_id}.jpg", f"image id {image_id!r}")
@@ -191,11 +198,11 @@ def _cut_image(image_id: str, crop_ids: list, confs: np.ndarray, bboxes: np.ndar
     todo = [i for i, path in enumerate(paths) if _stored_key(path) != keys[i]]
     if todo:
         try:
-            img = _decode(original, bboxes[todo], size, margin, draft)
+            regions = _decode_regions(original, bboxes[todo], size, margin, draft, band)
         except Unreadable:
             return [], False, 0
-        for i in todo:
-            _write_crop(img, bboxes[i], paths[i], size, margin, keys[i])
+        for i, (region, box) in zip(todo, regions, strict=True):
+            _write_crop(region, box, paths[i], size, keys[i])
     rows = [(c, image_id, float(p), str(path)) for c, p, path in zip(crop_ids, confs, paths, strict=True)]
     return rows, True, len(paths) - len(todo)
 
@@ -211,25 +218,44 @@ def _bytes_in(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.glob("*.jpg")) if folder.is_dir() else 0
 
 
-def _decode(path: Path, bboxes: Iterable[Box], size: int, margin: float, draft: bool) -> Image.Image:
-    """Decode an original as 8-bit RGB, upright (EXIF orientation applied), reduced when `draft` allows;
-    `Unreadable` if it does not decode."""
+def _decode_regions(path: Path, bboxes: np.ndarray, size: int, margin: float, draft: bool, band: bool) -> \
+        list[tuple[Image.Image, tuple[int, int, int, int]]]:
+    """Each box's region of an original (the box and the pixels around it its resize reads), decoded as 8-bit RGB,
+    upright (EXIF orientation applied), reduced when `draft` allows, with the box in the region's pixels;
+    `Unreadable` if it does not decode. `band`: through the band decoder where it applies (the same pixels)."""
     with opened(path) as img:
-        if draft:
-            width, height = img.size
-            upright = (height, width) if img.getexif().get(_ORIENTATION) in _SWAPS_AXES else (width, height)
-            scale = draft_scale(upright, bboxes, size, margin)
+        width, height = img.size
+        orientation = img.getexif().get(_ORIENTATION)
+        upright = (height, width) if orientation in _SWAPS_AXES else (width, height)
+        scale = draft_scale(upright, bboxes, size, margin) if draft else 1
+        reduced = (-(-upright[0] // scale), -(-upright[1] // scale))  # libjpeg rounds a reduced size up
+        boxes = [box_to_pixels(bbox, *reduced, margin) for bbox in bboxes]
+        regions = [_region(box, size, reduced) for box in boxes]
+        pixels = None
+        if band and orientation not in _MOVES:
+            pixels = jpeg_region.decode_regions(path, img, scale, regions)
+        if pixels is None:
             if scale > 1:
                 # PIL picks the reduction from size // request, so ask for exactly the floor.
                 img.draft("RGB", (width // scale, height // scale))
-        ImageOps.exif_transpose(img, in_place=True)
-        img.load()
-        return to_rgb(img)
+            ImageOps.exif_transpose(img, in_place=True)
+            whole = to_rgb(img)
+            pixels = [whole.crop(region) for region in regions]
+    return [(p, (le - rl, t - rt, r - rl, b - rt)) for p, (le, t, r, b), (rl, rt, *_) in
+            zip(pixels, boxes, regions, strict=True)]
 
 
-def _write_crop(img: Image.Image, bbox: Box, path: Path, size: int, margin: float, key: str) -> None:
-    """Squash the box's region of `img` to size x size (bilinear, antialiased); write it as JPEG with `key`."""
-    crop = img.resize((size, size), Image.Resampling.BILINEAR, box=box_to_pixels(bbox, *img.size, margin))
+def _region(box: tuple[int, int, int, int], size: int, extent: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The pixels a bilinear squash of `box` to size x size reads: the box and, on each side, the filter's
+    support (one source pixel per output pixel, at least one) plus one; clipped to the image (`extent`)."""
+    left, top, right, bottom = box
+    dx, dy = math.ceil(max((right - left) / size, 1.0)) + 1, math.ceil(max((bottom - top) / size, 1.0)) + 1
+    return max(left - dx, 0), max(top - dy, 0), min(right + dx, extent[0]), min(bottom + dy, extent[1])
+
+
+def _write_crop(region: Image.Image, box: tuple[int, int, int, int], path: Path, size: int, key: str) -> None:
+    """Squash `box` of `region` to size x size (bilinear, antialiased); write it as JPEG with `key`."""
+    crop = region.resize((size, size), Image.Resampling.BILINEAR, box=box)
     with atomic_write(path, "wb") as f:
         crop.save(f, format="JPEG", quality=JPEG_QUALITY, comment=KEY_COMMENT + key.encode("ascii"))
 

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from iwc import layout
+from iwc.data import jpeg_region
 from iwc.data.categories import EMPTY
 from iwc.data.competition import Competition
 from iwc.data.crops import extract_crops, select_boxes
@@ -59,6 +60,7 @@ def rows(recipe: Recipe, name: str, issues: DataIssues) -> tuple[Competition, pd
     model = recipe.models[name]
     comp = Competition.load(layout.find_competition(), detections=True, issues=issues)
     boxes = select_boxes(comp.detections, model.crops.rule, model.crops.threshold)
+    log.info("crops: cut with %s", jpeg_region.decoder())
     frames = {}
     for split, images in (("train", comp.train), ("test", comp.test)):
         chosen = boxes[boxes["image_id"].isin(images["id"])]
