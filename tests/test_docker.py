@@ -21,6 +21,7 @@ from test_reproduce import TINY
 from test_tasks import _commands, _load_tasks
 
 import iwc
+from iwc.data.jpeg_region import decoder
 from iwc.errors import IwcError
 from iwc.host.backends import get_backend
 from iwc.host.backends.base import KernelRun, RunOptions
@@ -375,7 +376,7 @@ def test_iwc_doctor_prints_versions_devices_and_free_disk(tmp_path, monkeypatch,
     monkeypatch.setenv(SCRATCH_ENV, str(tmp_path / "scratch"))
     assert main(["doctor"]) == 0
     out = capsys.readouterr().out
-    for word in (f"iwc {iwc.__version__}", "torch ", "timm ", "numpy ", "CUDA"):
+    for word in (f"iwc {iwc.__version__}", "torch ", "timm ", "numpy ", "CUDA", f"crop decoder: {decoder()}\n"):
         assert word in out
     assert re.search(rf"working dir {re.escape(str(tmp_path / 'working'))}: [\d.]+ GiB free .*not created yet", out)
     assert re.search(rf"scratch {re.escape(str(tmp_path / 'scratch'))}: [\d.]+ GiB free of", out)

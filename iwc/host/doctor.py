@@ -1,8 +1,8 @@
 """`iwc doctor`: what this environment offers a kernel (the Docker image's smoke test).
 
 `doctor_lines()` -> lines naming the versions of iwc, Python, torch, timm and numpy (as the manifests record
-them: `iwc.provenance.runtime`), the CUDA devices, and the free disk under the working dir and the scratch
-dir. Reports, never fails: a missing folder is measured at its nearest existing parent.
+them: `iwc.provenance.runtime`), the CUDA devices, the decoder the crop stage cuts with, and the free disk under
+the working dir and the scratch dir. Reports, never fails: a missing folder is measured at its nearest existing parent.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 from iwc import __version__, layout
+from iwc.data import jpeg_region
 from iwc.provenance import runtime
 
 
@@ -27,6 +28,7 @@ def doctor_lines() -> list[str]:
             lines.append(f"  cuda:{index} {props.name}, {props.total_memory / 2**30:.1f} GiB")
     else:
         lines.append(f"CUDA: no device (device {info['device']}; torch built for CUDA {torch.version.cuda or 'none'})")
+    lines.append(f"crop decoder: {jpeg_region.decoder()}")
     for label, folder in (("working dir", layout.working_dir()), ("scratch", layout.scratch_dir())):
         lines.append(f"{label} {folder}: {_free_disk(folder)}")
     return lines
