@@ -100,6 +100,22 @@ def test_decoder_declines_what_pil_must_decide(native, photos, tmp_path):
             assert jpeg_region.decode_regions(tmp_path / name, img, 1, [(0, 0, 8, 8)]) is None, name
 
 
+def test_what_the_band_decoder_cannot_decode_goes_to_pil(native, photos, tmp_path, monkeypatch):
+    def refuse(*args):
+        raise ValueError("Unsupported JPEG process")
+
+    monkeypatch.setattr(native, "decode_rows", refuse)
+    selection = pd.DataFrame([("c", "444", 0.9, 0.1, 0.1, 0.3, 0.3)],
+                             columns=["crop_id", "image_id", "conf", "x", "y", "w", "h"])
+    with Image.open(photos["444"]) as img:
+        assert jpeg_region.decode_regions(photos["444"], img, 1, [(0, 0, 8, 8)]) is None
+    folder = photos["444"].parent
+    refused = extract_crops(selection, folder, tmp_path / "refused", size=16, progress=False)
+    pil = extract_crops(selection, folder, tmp_path / "pil", size=16, progress=False, band=False)
+    assert refused.failed == [] and Path(refused.index.loc[0, "path"]).read_bytes() == \
+        Path(pil.index.loc[0, "path"]).read_bytes()
+
+
 def test_truncated_original_fails_the_same_with_and_without_the_band_decoder(native, photos, tmp_path):
     (tmp_path / "cut.jpg").write_bytes(photos["444"].read_bytes()[:-4000])
     selection = pd.DataFrame([("c", "cut", 0.9, 0.0, 0.0, 0.2, 0.2)],

@@ -36,8 +36,8 @@ def decode_regions(path: str | os.PathLike, img: Image.Image, scale: int, region
         list[Image.Image] | None:
     """The RGB pixels of each of `regions` (in the image decoded at 1/`scale`) of the JPEG at `path`, whose
     header `img` is (opened, not loaded; any EXIF orientation is the caller's to apply); None when the band
-    decoder does not apply: not built, not a 3-channel JPEG, or a file that does not end in an end-of-image
-    marker (maybe truncated: PIL decides). ValueError when libjpeg cannot decode the band."""
+    decoder does not apply (PIL decides what the file holds): not built, not a 3-channel JPEG, a file that does
+    not end in an end-of-image marker (maybe truncated), or one libjpeg cannot band-decode."""
     if _iwc_jpeg is None or img.format != "JPEG" or img.mode != "RGB":
         return None
     with open(path, "rb") as f:
@@ -47,7 +47,10 @@ def decode_regions(path: str | os.PathLike, img: Image.Image, scale: int, region
     width, height = -(-img.width // scale), -(-img.height // scale)  # libjpeg rounds a reduced size up
     left, top = max(min(r[0] for r in regions) - EDGE, 0), max(min(r[1] for r in regions) - EDGE, 0)
     right, bottom = min(max(r[2] for r in regions) + EDGE, width), min(max(r[3] for r in regions) + EDGE, height)
-    pixels, x0, band_width, *_ = _iwc_jpeg.decode_rows(data, scale, left, top, right, bottom)
+    try:
+        pixels, x0, band_width, *_ = _iwc_jpeg.decode_rows(data, scale, left, top, right, bottom)
+    except ValueError:  # a broken stream, or a coding this build lacks: PIL's error (or pixels) then, as without it
+        return None
     band = Image.frombuffer("RGB", (band_width, bottom - top), pixels, "raw", "RGB", 0, 1)
     return [band.crop((le - x0, t - top, r - x0, b - top)) for le, t, r, b in regions]
 
