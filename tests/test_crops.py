@@ -263,6 +263,13 @@ def test_rerun_reuses_crops_cut_with_the_same_settings_and_recuts_on_other_setti
     assert extract_crops(sel, originals, tmp_path, size=32, margin=0.25, progress=False).reused == 1
 
 
+def test_crops_squashed_another_way_are_cut_again(originals, tmp_path, monkeypatch):
+    sel = _selection([("r", "img1", RED_BOX)])
+    extract_crops(sel, originals, tmp_path, size=32, progress=False)
+    monkeypatch.setattr(crops, "SQUASH", "an older squash")  # what crops cut before a change of `_write_crop` hold
+    assert extract_crops(sel, originals, tmp_path, size=32, progress=False).reused == 0
+
+
 def _mtimes(folder):
     return {p.name: p.stat().st_mtime_ns for p in folder.glob("*.jpg")}
 

@@ -33,6 +33,7 @@ RULES = ("best", "all")
 SELECTION_COLUMNS = ["crop_id", "image_id", "conf", "x", "y", "w", "h"]
 DRAFT_SCALES = (8, 4, 2)  # the reductions libjpeg can decode directly, largest first
 JPEG_QUALITY = 95
+SQUASH = "bilinear from the box's region"  # how `_write_crop` resizes: in a crop's key, so older crops are cut again
 KEY_COMMENT = b"iwc-crop-key "  # JPEG comment of a crop: this prefix + its content key
 _ORIENTATION = 0x0112  # EXIF tag
 _SWAPS_AXES = {5, 6, 7, 8}  # EXIF orientations that turn the image by 90 degrees
@@ -264,7 +265,7 @@ def crop_key(bbox: Box, size: int, margin: float, draft: bool, source: tuple[int
     """Content key of one crop: everything that decides its pixels. `source` = the original's (byte size,
     mtime in ns), None when it is absent. (The crop threshold and rule only choose WHICH box: the box is here.)"""
     return sha256_json({"bbox": [float(v) for v in bbox], "size": int(size), "margin": float(margin),
-                        "draft": bool(draft), "quality": JPEG_QUALITY, "source": source})
+                        "draft": bool(draft), "quality": JPEG_QUALITY, "squash": SQUASH, "source": source})
 
 
 def _file_stamp(path: Path) -> tuple[int, int] | None:
