@@ -232,8 +232,9 @@ def _container_env(engine: str, name: str, proc: subprocess.Popen) -> list[str]:
 
 
 def test_faults_are_one_line_and_a_rerun_resumes(runs, image, engine, small_demo, tmp_path):
-    data, shim = small_demo.root, _engine_stops_at("iwc-crop-", engine, tmp_path)
+    data, shim = small_demo.root, _engine_stops_at("iwc-aggregate-", engine, tmp_path)
     stage = tmp_path / "runs" / "faults" / "stages"
+    shutil.copytree(runs / "runs" / "docker" / "stages" / "crop", stage / "crop")  # done: the faults hit full
 
     missing = one_line_error(reproduce(tmp_path, data, "docker", "faults", {"IWC_DOCKER_IMAGE": "iwc:no-such-image"}))
     assert "Docker image iwc:no-such-image not found: build it with `invoke docker.build`" in missing
@@ -252,7 +253,7 @@ def test_faults_are_one_line_and_a_rerun_resumes(runs, image, engine, small_demo
 
     done = reproduce(tmp_path, data, "docker", "faults", {"IWC_DOCKER_IMAGE": image})
     assert done.returncode == 0, done.stderr
-    assert "stages run: crop, aggregate; skipped (unchanged): full" in done.stdout
+    assert "stages run: aggregate; skipped (unchanged): full, crop" in done.stdout
     assert results(tmp_path / "submissions" / "faults") == results(runs / "submissions" / "docker")  # exact resume
     assert json.loads((stage / "full" / "stage.json").read_text())["attempts"] >= 3
 
@@ -270,7 +271,7 @@ def _killed_mid_training(work: Path, data: Path, image: str, engine: str, full: 
 
 
 def _engine_stops_at(word: str, engine: str, tmp: Path) -> Path:
-    """A folder holding a `docker` that is the real CLI until a call names `word` (the crop stage's container),
+    """A folder holding a `docker` that is the real CLI until a call names `word` (the aggregator's container),
     and from then on talks to no engine: what the CLI meets when the engine stops between two stages."""
     folder, stopped = tmp / "shim", tmp / "shim" / "stopped"
     folder.mkdir()
