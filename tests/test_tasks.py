@@ -21,12 +21,15 @@ TASKS = ["reproduce", "tune", "lr-find", "test", "lint", "bench.aggregate", "ben
 def _invoke(*args: str) -> subprocess.CompletedProcess:
     """`invoke ARGS` in the repository root, by invoke's own `Program` in this process (the program `python -m
     invoke` runs, without a new interpreter importing iwc and torch each time): its exit code, stdout, stderr."""
-    out, err, code = io.StringIO(), io.StringIO(), 0
+    out, err, code, path = io.StringIO(), io.StringIO(), 0, list(sys.path)
     with contextlib.chdir(ROOT), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             Program(binary_names=["invoke"]).run(["invoke", *args])
         except SystemExit as e:
             code = e.code or 0
+        finally:  # its loader put the root on sys.path and tasks.py in sys.modules: leave neither behind
+            sys.path[:] = path
+            sys.modules.pop("tasks", None)
     return subprocess.CompletedProcess(["invoke", *args], code, out.getvalue(), err.getvalue())
 
 
