@@ -2,7 +2,8 @@
 
 They run when `docker info` answers, and fail rather than skip when `IWC_REQUIRE_DOCKER=1` (`.ci/run` starts an
 engine and sets it). One image (built on the offline base of `iwc docker-base`, both cached by tag) and one
-pair of demo runs (local and docker, `--gpus 0`, the tiny recipe of test_reproduce) serve every test.
+pair of demo runs (local, the session's `tiny_run`, and docker `--gpus 0`, the tiny recipe of test_reproduce)
+serve every test.
 """
 
 import json
@@ -67,14 +68,26 @@ def reproduce(work: Path, data: Path, backend: str, run: str, env: dict | None =
 
 
 @pytest.fixture(scope="session")
-def runs(image: str, small_demo, tmp_path_factory) -> Path:
-    """One local and one docker run of the demo (`--gpus 0`) side by side: `<work>/{runs,submissions}/<backend>`."""
+def runs(image: str, small_demo, tiny_run, tmp_path_factory) -> Path:
+    """A local and a docker run of the demo (`--gpus 0`) side by side: `<work>/{runs,submissions}/<backend>`.
+
+    The local one is a copy of the session's `tiny_run` (the same data, tiny recipe and seed) when its models
+    trained on the CPU, as `--gpus 0` makes them; on a machine where they took a GPU it is run here."""
     work = tmp_path_factory.mktemp("engine")
-    for backend in ("local", "docker"):
+    on_cpu = all(_devices(tiny_run.run_dir / "stages" / m / "working") == ["cpu"] for m in DEMO.models)
+    if on_cpu:
+        tiny_run.copy(work / "runs" / "local", work / "submissions" / "local")
+    for backend in ("docker",) if on_cpu else ("local", "docker"):
         done = reproduce(work, small_demo.root, backend, backend, {"IWC_DOCKER_IMAGE": image})
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         (work / f"{backend}.stdout").write_text(done.stdout)
     return work
+
+
+def _devices(working: Path) -> list[str]:
+    """What each process of the model stage whose outputs are in `working` trained on (its manifest's record)."""
+    (manifest,) = working.glob("*.manifest.json")
+    return json.loads(manifest.read_text())["devices"]
 
 
 def results(submission_dir: Path) -> dict[str, bytes]:
@@ -219,8 +232,9 @@ def _container_env(engine: str, name: str, proc: subprocess.Popen) -> list[str]:
 
 
 def test_faults_are_one_line_and_a_rerun_resumes(runs, image, engine, small_demo, tmp_path):
-    data, shim = small_demo.root, _engine_stops_at("iwc-crop-", engine, tmp_path)
+    data, shim = small_demo.root, _engine_stops_at("iwc-aggregate-", engine, tmp_path)
     stage = tmp_path / "runs" / "faults" / "stages"
+    shutil.copytree(runs / "runs" / "docker" / "stages" / "crop", stage / "crop")  # done: the faults hit full
 
     missing = one_line_error(reproduce(tmp_path, data, "docker", "faults", {"IWC_DOCKER_IMAGE": "iwc:no-such-image"}))
     assert "Docker image iwc:no-such-image not found: build it with `invoke docker.build`" in missing
@@ -239,7 +253,7 @@ def test_faults_are_one_line_and_a_rerun_resumes(runs, image, engine, small_demo
 
     done = reproduce(tmp_path, data, "docker", "faults", {"IWC_DOCKER_IMAGE": image})
     assert done.returncode == 0, done.stderr
-    assert "stages run: crop, aggregate; skipped (unchanged): full" in done.stdout
+    assert "stages run: aggregate; skipped (unchanged): full, crop" in done.stdout
     assert results(tmp_path / "submissions" / "faults") == results(runs / "submissions" / "docker")  # exact resume
     assert json.loads((stage / "full" / "stage.json").read_text())["attempts"] >= 3
 
@@ -257,7 +271,7 @@ def _killed_mid_training(work: Path, data: Path, image: str, engine: str, full: 
 
 
 def _engine_stops_at(word: str, engine: str, tmp: Path) -> Path:
-    """A folder holding a `docker` that is the real CLI until a call names `word` (the crop stage's container),
+    """A folder holding a `docker` that is the real CLI until a call names `word` (the aggregator's container),
     and from then on talks to no engine: what the CLI meets when the engine stops between two stages."""
     folder, stopped = tmp / "shim", tmp / "shim" / "stopped"
     folder.mkdir()

@@ -18,6 +18,7 @@ import pytest
 import test_hostile
 from test_hostile import ROOT, Case, World, _reproduce, _stage, _text
 from test_hostile import test_hostile_input_is_refused_in_one_line_and_changes_nothing as refused_in_one_line
+from test_tasks import _invoke as invoke
 
 from iwc import layout
 from iwc.data.competition import MD_JSON
@@ -256,7 +257,6 @@ def test_meaningful_lines_drop_bars_and_their_fragments():
 # --- 25: invoke's usage errors exit 2 -----------------------------------------------------------------------
 
 def test_invoke_with_an_unknown_option_exits_2_in_one_line():
-    done = subprocess.run([sys.executable, "-m", "invoke", "reproduce", "--bogus"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60)
+    done = invoke("reproduce", "--bogus")
     assert done.returncode == 2, done.stderr
     assert done.stderr.splitlines() == ["iwc: error: No idea what '--bogus' is! see `invoke --help <task>`"]

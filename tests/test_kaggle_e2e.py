@@ -40,14 +40,19 @@ def local(tiny_run):
 
 @pytest.fixture(scope="module")
 def kaggle(small_demo, tmp_path_factory):
-    """Two runs of the command against one sandbox: the first with the aggregator failing, then the rerun."""
+    """Two runs of the command against one sandbox: the first with the aggregator failing, then the rerun.
+
+    The sandbox runs the two model kernels at once, here, with this process's environment: one thread each
+    (OMP_NUM_THREADS=1), not two kernels each starting a thread per core."""
     base = tmp_path_factory.mktemp("kaggle-e2e")
     (base / "work").mkdir()
-    with Sandbox(small_demo.root, base / "sandbox", owner=OWNER) as sb:
+    with Sandbox(small_demo.root, base / "sandbox", owner=OWNER) as sb, pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "1")
         env = sb.process_env(base={**os.environ, "HOME": str(base / "home")})
         sb.inject("kernel_error", match=SPECS["aggregate"].slug)
         runs = [subprocess.run([sys.executable, "-m", "iwc.host.cli", *ARGS], cwd=base / "work", env=env,
                                capture_output=True, text=True, timeout=1200) for _ in range(2)]
+        mp.undo()  # for the runs alone
         yield base, sb, runs
 
 

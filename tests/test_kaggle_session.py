@@ -2,7 +2,7 @@
 
 Fake kernels show the Kaggle backend's loop and its bound; one real model kernel (the tiny demo recipe, on a fake
 clock that makes each training batch last 100 s) stops after the first of its two epochs, is pushed again with
-its own output attached, and ends with the weights of an uninterrupted run.
+its own output attached, and ends with the weights of an uninterrupted run (the session's `tiny_run`).
 """
 
 import json
@@ -19,11 +19,10 @@ from iwc.data.splits import make_split
 from iwc.errors import IwcError
 from iwc.host.backends.base import KernelRun
 from iwc.host.backends.kaggle import CONTINUED, KaggleBackend
-from iwc.host.backends.local import LocalBackend
 from iwc.host.bundle import build_kernels
 from iwc.host.kaggle_client import KaggleClient
 from iwc.host.sandbox.server import Sandbox
-from iwc.layout import COMPETITION_SLUG, RESIZED_DATASET, SCRATCH_ENV, find_competition
+from iwc.layout import find_competition
 from iwc.recipe import load_recipe
 from iwc.stages import stage_specs
 from iwc.train.session import CLOCK_ENV, FORWARD_SHARE, margin, marker_name
@@ -113,7 +112,7 @@ def test_a_session_killed_at_the_limit_keeps_no_output_and_the_backend_says_so(e
 
 @pytest.mark.slow
 def test_the_session_limit_stops_a_model_kernel_and_the_next_version_resumes_to_the_same_weights(
-        env, small_demo, base, monkeypatch):
+        env, small_demo, tiny_run, base, monkeypatch):
     recipe = load_recipe("demo", TINY)
     spec, m = stage_specs(recipe)["full"], recipe.models["full"]
     comp = Competition.load(find_competition(small_demo.root))
@@ -137,11 +136,7 @@ def test_the_session_limit_stops_a_model_kernel_and_the_next_version_resumes_to_
     assert second.request["kernelDataSources"] == [f"{OWNER}/{spec.slug}"]
     assert (working / "full.manifest.json").is_file() and not (working / marker_name("full")).exists()
 
-    (plain,) = build_kernels(base / "plain" / "kernels", recipe, OWNER, ["full"], session_limit=None)
-    inputs = {f"competitions/{COMPETITION_SLUG}": small_demo.root / COMPETITION_SLUG,
-              f"datasets/{RESIZED_DATASET}": small_demo.root / RESIZED_DATASET.split("/")[1]}
-    uninterrupted = LocalBackend().run(KernelRun(spec, plain, inputs, base / "plain" / "stage",
-                                                 {SCRATCH_ENV: str(base / "plain" / "scratch")}))
+    uninterrupted = tiny_run.run_dir / "stages" / "full" / "working"  # the same recipe, run here in one go
     resumed, whole = (torch.load(w / "full" / "checkpoint.pt", weights_only=True) for w in (working, uninterrupted))
     assert resumed["model"].keys() == whole["model"].keys()
     assert all(torch.equal(resumed["model"][k], whole["model"][k]) for k in whole["model"])

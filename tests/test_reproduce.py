@@ -6,8 +6,6 @@ same code runs in `invoke reproduce --demo`.
 
 import hashlib
 import json
-import subprocess
-import sys
 import zipfile
 
 import pandas as pd
@@ -106,14 +104,13 @@ def test_each_kernel_writes_a_few_dozen_files_at_most_and_packs_the_per_model_on
     assert EXTRAS_ZIP in written["aggregate"] and not any(f.startswith("confusion_full") for f in written["aggregate"])
 
 
-def test_cli_validate_accepts_the_submission(first, small_demo):
+def test_cli_validate_accepts_the_submission(first, small_demo, capsys):
     _, result, _ = first
-    done = subprocess.run([sys.executable, "-m", "iwc.host.cli", "validate",
-                           str(result.submission_dir / "submission.csv"),
-                           "--sample", str(small_demo.competition_dir / "sample_submission.csv")],
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert "valid" in done.stdout
+    code = main(["validate", str(result.submission_dir / "submission.csv"),
+                 "--sample", str(small_demo.competition_dir / "sample_submission.csv")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "valid" in out
 
 
 def test_rerun_skips_every_stage_and_changing_blend_reruns_only_aggregate(first, small_demo):

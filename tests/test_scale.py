@@ -176,13 +176,15 @@ def test_the_scratch_message_names_the_need_what_is_free_and_what_to_do(tmp_path
                               "larger disk, then run again")
 
 
-def test_reproduce_without_the_resized_dataset_reads_the_originals(small_demo, tmp_path):
+def test_reproduce_without_the_resized_dataset_reads_the_originals(small_demo, tiny_run, tmp_path):
     data = tmp_path / "data"  # the competition's own download alone: no 256_images/ anywhere
     data.mkdir()
     (data / small_demo.competition_dir.name).symlink_to(small_demo.competition_dir, target_is_directory=True)
     recipe = load_recipe("demo", TINY)
+    tiny_run.copy(tmp_path / "run")  # the same recipe with the resized dataset there
     result = reproduce(data, recipe, tmp_path / "run", tmp_path / "submission", truth=small_demo.ground_truth)
-    assert result.ran == ["full", "crop", "aggregate"]
+    # only the full model read the resized images: the crop model (originals either way) keeps its key
+    assert result.ran == ["full", "aggregate"] and result.skipped == ["crop"]
     sample = small_demo.competition_dir / "sample_submission.csv"
     train = json.loads((small_demo.competition_dir / "iwildcam2020_train_annotations.json").read_text())
     category_ids = [c["id"] for c in train["categories"]]
