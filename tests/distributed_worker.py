@@ -1,9 +1,10 @@
 """A small `fit` run for tests/test_distributed.py: one process, or each process under torchrun.
 
 `python tests/distributed_worker.py OUT [--seed S] [--stop-after K]` trains the demo recipe's full model,
-shrunk (resnet18 at 32 px, 1 + 2 epochs), on synthetic images whose class is the colour of a square
-placed at random. Each process writes `OUT/rank<R>.json` (its history and a digest of its weights);
-`--stop-after K` makes every process fail right after the K-th epoch is saved, as an interrupted run.
+shrunk (timm's test_resnet, its smallest ResNet, BatchNorm included, at 32 px, 1 + 2 epochs), on synthetic
+images whose class is the colour of a square placed at random. Each process writes `OUT/rank<R>.json` (its
+history and a digest of its weights); `--stop-after K` makes every process fail right after the K-th epoch is
+saved, as an interrupted run.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from iwc.train.model import create_model
 
 CLASSES = 4
 COLOURS = np.array([[230, 40, 40], [40, 200, 40], [40, 60, 230], [230, 220, 40]], dtype=np.int16)
-M = dataclasses.replace(DEMO.models["full"], image_size=32, cache_size=36, batch_size=16, stages=(
+M = dataclasses.replace(DEMO.models["full"], arch="test_resnet", image_size=32, cache_size=36, batch_size=16,
+                        stages=(
     dataclasses.replace(DEMO.models["full"].stages[0], epochs=1),
     dataclasses.replace(DEMO.models["full"].stages[1], epochs=2),
 ))

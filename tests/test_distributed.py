@@ -138,7 +138,8 @@ def test_local_backend_runs_a_kernel_once_per_process(tmp_path):
 
 def test_generated_full_kernel_seeing_two_gpus_restarts_itself_on_both_and_rank0_writes_the_outputs(small_demo,
                                                                                                     tmp_path):
-    recipe = load_recipe("demo", ["full.image_size=32", "full.cache_size=36", "full.batch_size=64",
+    recipe = load_recipe("demo", ["full.arch='test_resnet'", "full.image_size=32", "full.cache_size=36",
+                                  "full.batch_size=64",
                                   "full.stages.0.epochs=1", "full.stages.1.epochs=1", "full.tta.views=1"])
     (kernel_dir,) = build_kernels(tmp_path / "kernels", recipe, stages=["full"])  # no --gpus: every GPU seen
     inputs = {f"competitions/{layout.COMPETITION_SLUG}": small_demo.competition_dir,
