@@ -170,7 +170,7 @@ def test_a_kernel_trains_in_one_process_per_gpu_unless_told_otherwise(env, devic
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(launch, "gpu_count", lambda: 3)
+    monkeypatch.setattr("iwc.train.device.gpu_count", lambda: 3)
     m = dataclasses.replace(load_recipe("demo").models["full"], device=device)
     assert processes_wanted(m) == processes
     monkeypatch.setenv(PROCESSES_ENV, "two")
@@ -182,7 +182,7 @@ def test_a_kernel_trains_in_one_process_per_gpu_unless_told_otherwise(env, devic
 def test_a_process_that_cannot_restart_itself_trains_on_one_gpu_and_says_so(monkeypatch, caplog):
     for name in ("WORLD_SIZE", KERNEL_FILE_ENV, PROCESSES_ENV):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(launch, "gpu_count", lambda: 2)
+    monkeypatch.setattr("iwc.train.device.gpu_count", lambda: 2)
     with caplog.at_level("WARNING", logger="iwc.train.launch"):
         launch.train_on_every_gpu(load_recipe("demo").models["full"], "full")  # returns: trains here
     assert "full: trains on one of the 2 GPUs it sees" in caplog.text

@@ -2,6 +2,8 @@
 
 import ast
 import shutil
+import subprocess
+import sys
 
 from iwc.host.bundle import render_kernels
 from iwc.provenance import HOST_DIR, PACKAGE_DIR, closure_sources, hash_sources, package_sources, source_files
@@ -34,6 +36,14 @@ def _stage_code_hashes(package_dir):
 def _append(path, line):
     with open(path, "a", encoding="utf-8") as f:
         f.write(f"\n# {line}\n")
+
+
+def test_the_host_starts_without_torch():
+    """The CLI, pipeline and backends import no torch or timm (4 s a start): only kernels and `iwc stage` train."""
+    probe = ("import sys, iwc.host.cli, iwc.host.pipeline, iwc.host.backends, iwc.host.backends.docker, "
+             "iwc.host.backends.kaggle; print(sorted({'torch', 'timm'} & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 def test_each_stage_code_hash_changes_only_with_the_code_its_kernel_runs(tmp_path):

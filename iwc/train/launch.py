@@ -18,8 +18,6 @@ from pathlib import PurePath
 
 from iwc.errors import IwcError
 from iwc.recipe import Model
-from iwc.train import distributed
-from iwc.train.device import gpu_count
 
 PROCESSES_ENV = "IWC_PROCESSES"  # training processes of a model kernel; unset: one per GPU it counts
 KERNEL_FILE_ENV = "IWC_KERNEL_FILE"  # set by a kernel's bootstrap: the file to start again under torchrun
@@ -65,6 +63,9 @@ def processes_wanted(m: Model) -> int:
     """How many processes this process should train `m` in: 1 when it is one of a torchrun job already or is
     no kernel (`$IWC_KERNEL_FILE` unset); else `$IWC_PROCESSES` when set; else 1 for `device = "cpu"`, and one
     per GPU it counts (at least 1) otherwise."""
+    # Imported here, as torch is: the host imports this module for `kernel_command` and the variables' names.
+    from iwc.train import device, distributed
+
     if distributed.world_size() > 1 or not os.environ.get(KERNEL_FILE_ENV):
         return 1
     asked = os.environ.get(PROCESSES_ENV, "").strip()
@@ -72,18 +73,20 @@ def processes_wanted(m: Model) -> int:
         if not asked.isdigit():
             raise IwcError(f"${PROCESSES_ENV} is {asked!r}: give a number of training processes (0 or 1: one)")
         return max(int(asked), 1)
-    return 1 if m.device == "cpu" else max(gpu_count(), 1)
+    return 1 if m.device == "cpu" else max(device.gpu_count(), 1)
 
 
 def train_on_every_gpu(m: Model, name: str) -> None:
     """Return at once when this process is to train `m` itself (`processes_wanted` 1); else start this kernel
     again under torchrun with that many processes and exit with their exit code."""
+    from iwc.train import device, distributed  # as in processes_wanted
+
     processes = processes_wanted(m)
     if processes == 1:
         if not os.environ.get(KERNEL_FILE_ENV) and distributed.world_size() == 1 and m.device != "cpu" \
-                and gpu_count() > 1:  # e.g. `iwc stage`, or a kernel run where its file has no name
+                and device.gpu_count() > 1:  # e.g. `iwc stage`, or a kernel run where its file has no name
             log.warning("%s: trains on one of the %d GPUs it sees: only a kernel file restarts itself under "
-                        "torchrun (or start it under torchrun yourself)", name, gpu_count())
+                        "torchrun (or start it under torchrun yourself)", name, device.gpu_count())
         return
     log.info("%s: training on %d GPUs: this kernel starts %d processes of itself (torchrun)", name, processes,
              processes)
