@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 from test_decode import bomb_jpeg, gray16_png
 
-from iwc.data import crops
+from iwc.data import crops, jpeg_region
 from iwc.data.crops import (
     SELECTION_COLUMNS,
     box_to_pixels,
@@ -309,14 +311,22 @@ def test_a_crop_without_its_key_or_from_a_changed_original_is_cut_again(original
 @pytest.mark.parametrize("band", [True, False])
 @pytest.mark.parametrize(("draft", "decoded"), [(True, (500, 375)), (False, (WIDTH, HEIGHT))])
 def test_draft_decodes_at_the_reduced_scale(originals, tmp_path, monkeypatch, draft, decoded, band):
-    sizes = []
-    region = crops._region
+    sizes = []  # the size each decode gave: PIL's image, or the band decoder's output
+    to_rgb = crops.to_rgb
 
-    def spy(box, size, extent):
-        sizes.append(extent)
-        return region(box, size, extent)
+    def pil_spy(img):
+        sizes.append(img.size)
+        return to_rgb(img)
 
-    monkeypatch.setattr(crops, "_region", spy)
+    monkeypatch.setattr(crops, "to_rgb", pil_spy)
+    native = jpeg_region._iwc_jpeg
+    if native is not None:
+        def band_spy(*args):
+            done = native.decode_rows(*args)
+            sizes.append(tuple(done[3:]))
+            return done
+
+        monkeypatch.setattr(jpeg_region, "_iwc_jpeg", SimpleNamespace(decode_rows=band_spy))
     extract_crops(_selection([("s", "img1", RED_BOX)]), originals, tmp_path, size=64, draft=draft, progress=False,
                   band=band)
     assert sizes == [decoded]  # 400x300 px box at 1/4 is 100x75 >= 64; at 1/8 it would be too small
